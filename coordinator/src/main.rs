@@ -1,0 +1,48 @@
+//! `coordinator`: parses the command line, sets up logging and runs the chosen command.
+use clap::{Parser, Subcommand};
+use ecg_coordinator::commands;
+
+/// The ecg-cluster coordinator.
+///
+/// With `--config cluster.toml` it indexes the dataset (CSV + HDF5), checks that they fit,
+/// splits the patients into train / valid / test and writes `split.csv` to the output
+/// directory. The subcommands generate a synthetic CODE-format cohort and split a CSV alone.
+#[derive(Parser, Debug)]
+#[command(name = "coordinator", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    run: commands::run::Args,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Generate a synthetic cohort in the CODE-15% layout (exams.csv + exams_part{i}.hdf5).
+    Synth(commands::synth::Args),
+    /// Split the patients of an exams CSV into train / valid / test and write split.csv.
+    Split(commands::split::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match &cli.cmd {
+        Some(Cmd::Synth(args)) => commands::synth::run(args),
+        Some(Cmd::Split(args)) => commands::split::run(args),
+        None => commands::run::run(&cli.run),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

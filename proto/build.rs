@@ -1,0 +1,14 @@
+//! Compiles the `.proto` files with `protox` (pure Rust, no system `protoc`) and generates the
+//! prost/tonic code into `OUT_DIR`.
+fn main() -> anyhow::Result<()> {
+    let protos = ["protos/ecg/v1/types.proto"];
+    for p in &protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let fds = protox::compile(protos, ["protos"])?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

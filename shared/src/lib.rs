@@ -1,0 +1,22 @@
+//! Code that both ecg-cluster binaries need: the `cluster.toml` schema, the CODE-format dataset
+//! layer (CSV, HDF5, index, fast batch reads), the patient-level splits and the synthetic cohort.
+//!
+//! Layout:
+//! - [`config`]: the `cluster.toml` schema, environment overrides and validation.
+//! - [`data`]: `exams.csv` and HDF5 readers, the joined [`data::index::DatasetIndex`] and its
+//!   fingerprint, the batch reader and its prefetcher.
+//! - [`split`]: patient-level train/valid/test splits (`age-balanced`, `hash`, `file`) and
+//!   `split.csv`.
+//! - [`synth`]: the synthetic CODE-format cohort generator.
+//! - [`ids`]: newtypes for exam and patient ids.
+//! - [`error`]: the crate's error type.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod ids;
+pub mod split;
+pub mod synth;
+
+pub use error::{Error, Result};
