@@ -25,24 +25,12 @@ enum Cmd {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    ecg_shared::cli::init_logging();
     let cli = Cli::parse();
     let result = match &cli.cmd {
         Some(Cmd::Synth(args)) => commands::synth::run(args),
         Some(Cmd::Split(args)) => commands::split::run(args),
         None => commands::run::run(&cli.run),
     };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    ecg_shared::cli::exit_code(result)
 }

@@ -2,6 +2,7 @@
 //! layer (CSV, HDF5, index, fast batch reads), the patient-level splits and the synthetic cohort.
 //!
 //! Layout:
+//! - [`cli`]: logging set-up and exit codes shared by the binaries.
 //! - [`config`]: the `cluster.toml` schema, environment overrides and validation.
 //! - [`data`]: `exams.csv` and HDF5 readers, the joined [`data::index::DatasetIndex`] and its
 //!   fingerprint, the batch reader and its prefetcher.
@@ -12,6 +13,7 @@
 //! - [`error`]: the crate's error type.
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod config;
 pub mod data;
 pub mod error;

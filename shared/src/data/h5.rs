@@ -103,7 +103,7 @@ impl TracingsFile {
         let dtype = match h5type.to_descriptor() {
             Ok(TypeDescriptor::Float(FloatSize::U4)) => Dtype::F32,
             Ok(TypeDescriptor::Float(FloatSize::U8)) => Dtype::F64,
-            Ok(other) => return Err(dtype_err(format!("{other:?}"))),
+            Ok(other) => return Err(dtype_err(other.to_string())),
             Err(e) => return Err(dtype_err(e.to_string())),
         };
         let little_endian = h5type.byte_order() == hdf5::datatype::ByteOrder::LittleEndian;
@@ -335,6 +335,6 @@ fn read_ids(file: &hdf5::File, path: &Path, name: &str, n_rows: usize) -> Result
                 })
                 .collect()
         }
-        other => Err(Error::hdf5(path, format!("dataset `{name}` has type {other:?}: expected integer ids"))),
+        other => Err(Error::hdf5(path, format!("dataset `{name}` has type {other}: expected integer ids"))),
     }
 }

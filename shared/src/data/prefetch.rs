@@ -108,16 +108,35 @@ impl Prefetcher {
 
     /// Gives a batch's buffer back so that a later batch reuses its allocation.
     pub fn recycle(&self, batch: Batch) {
-        let mut st = lock(&self.shared.state);
-        if st.pool.len() < self.depth {
-            st.pool.push(batch.data);
-        }
+        self.recycler().recycle(batch);
+    }
+
+    /// A handle that gives buffers back, usable while the prefetcher is being iterated.
+    pub fn recycler(&self) -> Recycler {
+        Recycler { shared: Arc::clone(&self.shared), keep: self.depth }
     }
 
     fn stop(&self) {
         lock(&self.shared.state).stop = true;
         self.shared.more_room.notify_all();
         self.shared.ready.notify_all();
+    }
+}
+
+/// Gives batch buffers back to a [`Prefetcher`] (see [`Prefetcher::recycler`]).
+#[derive(Clone)]
+pub struct Recycler {
+    shared: Arc<Shared>,
+    keep: usize,
+}
+
+impl Recycler {
+    /// Keeps `batch`'s buffer (up to `depth` of them) for a later batch.
+    pub fn recycle(&self, batch: Batch) {
+        let mut st = lock(&self.shared.state);
+        if st.pool.len() < self.keep {
+            st.pool.push(batch.data);
+        }
     }
 }
 
