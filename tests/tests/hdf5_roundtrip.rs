@@ -38,12 +38,19 @@ def value(ids):
 "#;
 
 fn py(script: &str, args: &[&Path]) -> String {
-    run_ok(Command::new(python()).arg("-c").arg(format!("{PY_VALUE}\n{script}")).args(args))
+    run_ok(
+        Command::new(python())
+            .arg("-c")
+            .arg(format!("{PY_VALUE}\n{script}"))
+            .args(args),
+    )
 }
 
 /// `(C, L)` channels-first f32 tracing of exam `id`.
 fn expected(id: i64) -> Vec<f32> {
-    (0..C).flat_map(|c| (0..L).map(move |s| value64(id, s, c) as f32)).collect()
+    (0..C)
+        .flat_map(|c| (0..L).map(move |s| value64(id, s, c) as f32))
+        .collect()
 }
 
 #[test]
@@ -104,7 +111,10 @@ fn index_of(dir: &Path, file: &str, with_ids: bool) -> DatasetIndex {
     let csv = dir.join(format!("{file}.csv"));
     let mut sorted = IDS;
     sorted.sort();
-    let rows: String = sorted.iter().map(|id| format!("{id},{},{}\n", id % 97, 30 + id % 50)).collect();
+    let rows: String = sorted
+        .iter()
+        .map(|id| format!("{id},{},{}\n", id % 97, 30 + id % 50))
+        .collect();
     std::fs::write(&csv, format!("exam_id,patient_id,age\n{rows}")).unwrap();
     let table = ExamTable::read(&csv, &CsvColumns::default()).unwrap();
     let opts = IndexOptions {
@@ -115,7 +125,11 @@ fn index_of(dir: &Path, file: &str, with_ids: bool) -> DatasetIndex {
     };
     let (index, report) = DatasetIndex::build(&table, &[dir.join(file)], &opts).unwrap();
     assert_eq!(report.usable, IDS.len(), "{file}: {report}");
-    assert_eq!(report.padding_rows.count, usize::from(with_ids), "{file}: {report}");
+    assert_eq!(
+        report.padding_rows.count,
+        usize::from(with_ids),
+        "{file}: {report}"
+    );
     index
 }
 
@@ -134,14 +148,21 @@ fn files_h5py_writes_read_back_identically_on_both_paths() {
         ("noids_f64.hdf5", Dtype::F64, true, false),
     ];
     // Read every exam, in an order unlike the files', through each file.
-    let order: Vec<ExamId> = [1004, 1001, 1007, 1002, 1006, 1003, 1005].map(ExamId).to_vec();
+    let order: Vec<ExamId> = [1004, 1001, 1007, 1002, 1006, 1003, 1005]
+        .map(ExamId)
+        .to_vec();
     let want: Vec<f32> = order.iter().flat_map(|id| expected(id.0)).collect();
     let mut outputs: Vec<Vec<f32>> = Vec::new();
     for (file, dtype, direct, with_ids) in cases {
         let index = index_of(dir.path(), file, with_ids);
         let info = &index.files[0].info;
         assert_eq!(info.dtype, dtype, "{file}");
-        assert_eq!(matches!(info.storage, Storage::Contiguous { .. }), direct, "{file}: {:?}", info.storage);
+        assert_eq!(
+            matches!(info.storage, Storage::Contiguous { .. }),
+            direct,
+            "{file}: {:?}",
+            info.storage
+        );
         let reader = BatchReader::open(&index).unwrap();
         assert_eq!(reader.all_direct(), direct, "{file}");
         let batch = reader.read_batch_by_id(&order).unwrap();
@@ -196,7 +217,9 @@ print("written")
 fn bad_files_give_errors_naming_the_file_and_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(py(PY_WRITE_BAD, &[dir.path()]).trim(), "written");
-    let open = |name: &str| TracingsFile::open_expecting(&dir.path().join(name), "tracings", Some("exam_id"), L, C);
+    let open = |name: &str| {
+        TracingsFile::open_expecting(&dir.path().join(name), "tracings", Some("exam_id"), L, C)
+    };
     assert!(open("good.hdf5").is_ok(), "the control file must open");
     let cases = [
         ("truncated.hdf5", "truncated"),
@@ -212,18 +235,36 @@ fn bad_files_give_errors_naming_the_file_and_the_problem() {
     ];
     for (name, want) in cases {
         let err = open(name).unwrap_err().to_string();
-        assert!(err.contains(name), "{name}: the error does not name the file: {err}");
+        assert!(
+            err.contains(name),
+            "{name}: the error does not name the file: {err}"
+        );
         assert!(err.contains(want), "{name}: expected `{want}` in: {err}");
     }
     let err = open("other_names.hdf5").unwrap_err().to_string();
-    assert!(err.contains("signals") && err.contains("ids"), "the existing datasets are listed: {err}");
+    assert!(
+        err.contains("signals") && err.contains("ids"),
+        "the existing datasets are listed: {err}"
+    );
 
     // The same errors come out of the index, which opens every file.
     let csv = dir.path().join("exams.csv");
     std::fs::write(&csv, "exam_id,patient_id,age\n1,1,50\n").unwrap();
     let table = ExamTable::read(&csv, &CsvColumns::default()).unwrap();
-    let opts = IndexOptions { n_samples: L, n_leads: C, ..Default::default() };
-    let files: Vec<PathBuf> = ["good.hdf5", "short_ids.hdf5"].iter().map(|f| dir.path().join(f)).collect();
-    let err = DatasetIndex::build(&table, &files, &opts).unwrap_err().to_string();
-    assert!(err.contains("short_ids.hdf5") && err.contains("3 ids"), "{err}");
+    let opts = IndexOptions {
+        n_samples: L,
+        n_leads: C,
+        ..Default::default()
+    };
+    let files: Vec<PathBuf> = ["good.hdf5", "short_ids.hdf5"]
+        .iter()
+        .map(|f| dir.path().join(f))
+        .collect();
+    let err = DatasetIndex::build(&table, &files, &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("short_ids.hdf5") && err.contains("3 ids"),
+        "{err}"
+    );
 }

@@ -22,7 +22,7 @@ pub struct Args {
     /// Number of patients (1-4 exams each, 1.48 on average).
     #[arg(long)]
     pub patients: u64,
-    /// Seed: the output depends only on --patients and --seed.
+    /// Seed: the same --patients, --seed and --exams-per-part give the same data, whatever --threads.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Exams per HDF5 part (CODE-15% has 20,000); each part also ends with a padding row.
@@ -41,16 +41,25 @@ impl Args {
     fn config(&self) -> Result<SynthConfig> {
         if !(1..=MAX_PATIENTS).contains(&self.patients) {
             let msg = format!("must be within 1..={MAX_PATIENTS}, got {}", self.patients);
-            return Err(Error::Arg { arg: "--patients", msg });
+            return Err(Error::Arg {
+                arg: "--patients",
+                msg,
+            });
         }
         if self.exams_per_part == 0 {
-            return Err(Error::Arg { arg: "--exams-per-part", msg: "must be at least 1".into() });
+            return Err(Error::Arg {
+                arg: "--exams-per-part",
+                msg: "must be at least 1".into(),
+            });
         }
         let mut cfg = SynthConfig::new(self.patients, self.seed);
         cfg.exams_per_part = self.exams_per_part;
         cfg.overwrite = self.force;
         match self.threads {
-            Some(0) => Err(Error::Arg { arg: "--threads", msg: "must be at least 1".into() }),
+            Some(0) => Err(Error::Arg {
+                arg: "--threads",
+                msg: "must be at least 1".into(),
+            }),
             Some(t) => Ok(SynthConfig { threads: t, ..cfg }),
             None => Ok(cfg),
         }

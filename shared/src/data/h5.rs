@@ -97,9 +97,14 @@ impl TracingsFile {
             ));
         }
         let dtype_err = |what: String| {
-            Error::hdf5(path, format!("dataset `{traces_dset}` has type {what}: expected float32 or float64"))
+            Error::hdf5(
+                path,
+                format!("dataset `{traces_dset}` has type {what}: expected float32 or float64"),
+            )
         };
-        let h5type = ds.dtype().map_err(|e| Error::hdf5(path, format!("dataset `{traces_dset}`: {e}")))?;
+        let h5type = ds
+            .dtype()
+            .map_err(|e| Error::hdf5(path, format!("dataset `{traces_dset}`: {e}")))?;
         let dtype = match h5type.to_descriptor() {
             Ok(TypeDescriptor::Float(FloatSize::U4)) => Dtype::F32,
             Ok(TypeDescriptor::Float(FloatSize::U8)) => Dtype::F64,
@@ -115,7 +120,9 @@ impl TracingsFile {
         };
         if let Storage::Contiguous { offset } = storage {
             let need = offset + (n_rows * n_samples * n_leads * dtype.size()) as u64;
-            let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+            let len = std::fs::metadata(path)
+                .map_err(|e| Error::io(path, e))?
+                .len();
             if len < need {
                 return Err(Error::hdf5(
                     path,
@@ -182,7 +189,10 @@ impl TracingsFile {
 
     /// The base name of the file (`exams_part0.hdf5`).
     pub fn base_name(&self) -> String {
-        self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 
     /// Reads one row as stored, (samples, leads) row-major, each value as little-endian bytes of
@@ -192,7 +202,10 @@ impl TracingsFile {
         if row >= self.n_rows {
             return Err(Error::hdf5(
                 &self.path,
-                format!("row {row} is out of range: dataset `{}` has {} rows", self.traces_dset, self.n_rows),
+                format!(
+                    "row {row} is out of range: dataset `{}` has {} rows",
+                    self.traces_dset, self.n_rows
+                ),
             ));
         }
         match self.storage {
@@ -200,7 +213,8 @@ impl TracingsFile {
                 let f = std::fs::File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
                 let mut buf = vec![0u8; self.row_bytes()];
                 let at = offset + (row * self.row_bytes()) as u64;
-                f.read_exact_at(&mut buf, at).map_err(|e| row_read_error(&self.path, row, e))?;
+                f.read_exact_at(&mut buf, at)
+                    .map_err(|e| row_read_error(&self.path, row, e))?;
                 Ok(buf)
             }
             Storage::Chunked => {
@@ -225,14 +239,23 @@ impl TracingsFile {
 pub(crate) fn open_hdf5(path: &Path) -> Result<hdf5::File> {
     let probe = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     if !has_hdf5_signature(&probe) {
-        return Err(Error::hdf5(path, "not an HDF5 file (no HDF5 signature found)"));
+        return Err(Error::hdf5(
+            path,
+            "not an HDF5 file (no HDF5 signature found)",
+        ));
     }
     hdf5::File::open(path).map_err(|e| {
         let msg = e.to_string();
         if msg.contains("truncated") {
-            Error::hdf5(path, format!("truncated HDF5 file (was it copied completely?): {msg}"))
+            Error::hdf5(
+                path,
+                format!("truncated HDF5 file (was it copied completely?): {msg}"),
+            )
         } else {
-            Error::hdf5(path, format!("cannot open as HDF5 (damaged or truncated?): {msg}"))
+            Error::hdf5(
+                path,
+                format!("cannot open as HDF5 (damaged or truncated?): {msg}"),
+            )
         }
     })
 }
@@ -256,20 +279,30 @@ pub(crate) fn dataset(file: &hdf5::File, path: &Path, name: &str) -> Result<hdf5
     file.dataset(name).map_err(|_| {
         let mut names = Vec::new();
         list_datasets(file, &mut names, 0);
-        let list = if names.is_empty() { "none".to_string() } else { names.join(", ") };
-        Error::hdf5(path, format!("no dataset `{name}` (datasets in the file: {list})"))
+        let list = if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        };
+        Error::hdf5(
+            path,
+            format!("no dataset `{name}` (datasets in the file: {list})"),
+        )
     })
 }
 
 fn list_datasets(group: &hdf5::Group, out: &mut Vec<String>, depth: usize) {
     if let Ok(ds) = group.datasets() {
-        out.extend(ds.iter().map(|d| d.name().trim_start_matches('/').to_string()));
+        out.extend(
+            ds.iter()
+                .map(|d| d.name().trim_start_matches('/').to_string()),
+        );
     }
-    if depth < 4 {
-        if let Ok(groups) = group.groups() {
-            for g in groups {
-                list_datasets(&g, out, depth + 1);
-            }
+    if depth < 4
+        && let Ok(groups) = group.groups()
+    {
+        for g in groups {
+            list_datasets(&g, out, depth + 1);
         }
     }
 }
@@ -288,7 +321,10 @@ pub(crate) fn read_row_hdf5<T: hdf5::H5Type + Copy>(
 
 pub(crate) fn row_read_error(path: &Path, row: usize, e: std::io::Error) -> Error {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        Error::hdf5(path, format!("truncated file: row {row} lies past the end of the file"))
+        Error::hdf5(
+            path,
+            format!("truncated file: row {row} lies past the end of the file"),
+        )
     } else {
         Error::hdf5(path, format!("reading row {row}: {e}"))
     }
@@ -299,16 +335,25 @@ fn read_ids(file: &hdf5::File, path: &Path, name: &str, n_rows: usize) -> Result
     let ds = dataset(file, path, name)?;
     let shape = ds.shape();
     if shape.len() != 1 {
-        return Err(Error::hdf5(path, format!("dataset `{name}` has shape {shape:?}: expected (N,)")));
+        return Err(Error::hdf5(
+            path,
+            format!("dataset `{name}` has shape {shape:?}: expected (N,)"),
+        ));
     }
     if shape[0] != n_rows {
         return Err(Error::hdf5(
             path,
-            format!("dataset `{name}` has {} ids but the tracings have {n_rows} rows", shape[0]),
+            format!(
+                "dataset `{name}` has {} ids but the tracings have {n_rows} rows",
+                shape[0]
+            ),
         ));
     }
     let read_err = |e: hdf5::Error| Error::hdf5(path, format!("reading dataset `{name}`: {e}"));
-    let desc = ds.dtype().and_then(|t| t.to_descriptor()).map_err(read_err)?;
+    let desc = ds
+        .dtype()
+        .and_then(|t| t.to_descriptor())
+        .map_err(read_err)?;
     match desc {
         TypeDescriptor::Integer(_) => ds.read_raw::<i64>().map_err(read_err),
         TypeDescriptor::Unsigned(_) => {
@@ -317,7 +362,10 @@ fn read_ids(file: &hdf5::File, path: &Path, name: &str, n_rows: usize) -> Result
                 .enumerate()
                 .map(|(i, &v)| {
                     i64::try_from(v).map_err(|_| {
-                        Error::hdf5(path, format!("dataset `{name}`, row {i}: id {v} does not fit in i64"))
+                        Error::hdf5(
+                            path,
+                            format!("dataset `{name}`, row {i}: id {v} does not fit in i64"),
+                        )
                     })
                 })
                 .collect()
@@ -330,11 +378,17 @@ fn read_ids(file: &hdf5::File, path: &Path, name: &str, n_rows: usize) -> Result
                     if v.is_finite() && v.fract() == 0.0 && v.abs() < 9.0e15 {
                         Ok(v as i64)
                     } else {
-                        Err(Error::hdf5(path, format!("dataset `{name}`, row {i}: {v} is not an integer id")))
+                        Err(Error::hdf5(
+                            path,
+                            format!("dataset `{name}`, row {i}: {v} is not an integer id"),
+                        ))
                     }
                 })
                 .collect()
         }
-        other => Err(Error::hdf5(path, format!("dataset `{name}` has type {other}: expected integer ids"))),
+        other => Err(Error::hdf5(
+            path,
+            format!("dataset `{name}` has type {other}: expected integer ids"),
+        )),
     }
 }

@@ -14,12 +14,14 @@
 //! rows.
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use super::csv::ExamTable;
 use super::h5::{Dtype, TracingsFile};
 use crate::ids::{ExamId, PatientId};
 use crate::{Error, Result};
+
+mod report;
+pub use report::{IndexReport, RowRef, Tally};
 
 /// What to read and what counts as usable.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,6 +87,11 @@ pub struct IndexedFile {
 }
 
 /// The joined dataset: usable exams in CSV order and the files that hold them.
+///
+/// A position in `exams` depends on the CSV row order, which the [`Fingerprint`] deliberately
+/// ignores: two indexes with the same fingerprint hold the same exams, but only the same
+/// positions if their CSVs list the exams in the same order. Messages between machines should
+/// name exams by id, or both sides should sort by id.
 #[derive(Debug, Clone)]
 pub struct DatasetIndex {
     /// Usable exams, in CSV order.
@@ -101,7 +108,6 @@ pub struct DatasetIndex {
     pub n_samples: usize,
     /// Leads per exam.
     pub n_leads: usize,
-    fingerprint: OnceLock<Fingerprint>,
 }
 
 /// A blake3 digest identifying a [`DatasetIndex`]; displayed as 64 hex digits.
@@ -133,17 +139,22 @@ impl std::str::FromStr for Fingerprint {
     }
 }
 
-/// Examples kept per report category.
-const EXAMPLES: usize = 5;
-
 impl DatasetIndex {
     /// Joins `table` with the HDF5 `files` (see the module documentation).
-    pub fn build(table: &ExamTable, files: &[PathBuf], opts: &IndexOptions) -> Result<(Self, IndexReport)> {
+    pub fn build(
+        table: &ExamTable,
+        files: &[PathBuf],
+        opts: &IndexOptions,
+    ) -> Result<(Self, IndexReport)> {
         if files.is_empty() {
             return Err(Error::Dataset("no HDF5 files given".into()));
         }
         if files.len() > u16::MAX as usize {
-            return Err(Error::Dataset(format!("{} HDF5 files: at most {} are supported", files.len(), u16::MAX)));
+            return Err(Error::Dataset(format!(
+                "{} HDF5 files: at most {} are supported",
+                files.len(),
+                u16::MAX
+            )));
         }
         let infos = files
             .iter()
@@ -156,7 +167,10 @@ impl DatasetIndex {
                     opts.n_leads,
                 )?;
                 if f.n_rows > u32::MAX as usize {
-                    return Err(Error::hdf5(p, format!("{} rows: at most {} are supported", f.n_rows, u32::MAX)));
+                    return Err(Error::hdf5(
+                        p,
+                        format!("{} rows: at most {} are supported", f.n_rows, u32::MAX),
+                    ));
                 }
                 Ok(f)
             })
@@ -184,7 +198,6 @@ impl DatasetIndex {
             files: Vec::new(),
             n_samples: opts.n_samples,
             n_leads: opts.n_leads,
-            fingerprint: OnceLock::new(),
         };
         let names: Vec<String> = infos.iter().map(|f| f.base_name()).collect();
         for (i, loc) in found.iter().enumerate() {
@@ -193,10 +206,13 @@ impl DatasetIndex {
                 report.csv_not_in_hdf5.add(id);
                 continue;
             };
-            if let Some(tf) = &table.trace_file {
-                if table.trace_files[tf[i] as usize] != names[file as usize] {
-                    report.wrong_trace_file.add(id);
-                }
+            // An empty trace_file says nothing.
+            let named = (table.trace_file.as_ref()).map(|tf| &table.trace_files[tf[i] as usize]);
+            if let Some(named) = named
+                && !named.is_empty()
+                && *named != names[file as usize]
+            {
+                report.wrong_trace_file.add(id);
             }
             let age = table.age[i];
             if age.is_nan() {
@@ -256,12 +272,9 @@ impl DatasetIndex {
         self.exams.is_empty()
     }
 
-    /// The identity of this index (see the module documentation); computed once.
+    /// The identity of this index (see the module documentation). Hashes every exam (about
+    /// 60 MB for the full CODE cohort); reads no file.
     pub fn fingerprint(&self) -> Fingerprint {
-        *self.fingerprint.get_or_init(|| self.compute_fingerprint())
-    }
-
-    fn compute_fingerprint(&self) -> Fingerprint {
         let mut h = blake3::Hasher::new();
         h.update(b"ecg-cluster dataset index v1\0");
         let put = |h: &mut blake3::Hasher, v: u64| {
@@ -312,7 +325,11 @@ impl DatasetIndex {
 /// Two files with the same base name would be indistinguishable to `trace_file` and to the
 /// fingerprint.
 fn check_unique_names(infos: &[TracingsFile]) -> Result<()> {
-    let mut names: Vec<(String, usize)> = infos.iter().enumerate().map(|(i, f)| (f.base_name(), i)).collect();
+    let mut names: Vec<(String, usize)> = infos
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.base_name(), i))
+        .collect();
     names.sort();
     for w in names.windows(2) {
         if w[0].0 == w[1].0 {
@@ -331,7 +348,10 @@ fn check_unique_names(infos: &[TracingsFile]) -> Result<()> {
 fn by_position(table: &ExamTable, infos: &[TracingsFile]) -> Result<Vec<Option<(u16, u32)>>> {
     let total: usize = infos.iter().map(|f| f.n_rows).sum();
     if total != table.len() {
-        let list = infos.iter().map(|f| format!("{} ({} rows)", f.path.display(), f.n_rows)).collect::<Vec<_>>();
+        let list = infos
+            .iter()
+            .map(|f| format!("{} ({} rows)", f.path.display(), f.n_rows))
+            .collect::<Vec<_>>();
         return Err(Error::Dataset(format!(
             "without an exam-id dataset, HDF5 rows are matched to CSV rows by position, so their \
              numbers must agree: {} has {} rows but the HDF5 files have {total}: {}",
@@ -349,15 +369,25 @@ fn by_position(table: &ExamTable, infos: &[TracingsFile]) -> Result<Vec<Option<(
 
 /// Files with ids: sort all (id, file, row), refuse duplicates, look each CSV id up. Counts
 /// padding rows (checking that they are zero) and HDF5 rows unknown to the CSV.
-fn by_id(table: &ExamTable, infos: &[TracingsFile], report: &mut IndexReport) -> Result<Vec<Option<(u16, u32)>>> {
+fn by_id(
+    table: &ExamTable,
+    infos: &[TracingsFile],
+    report: &mut IndexReport,
+) -> Result<Vec<Option<(u16, u32)>>> {
     let mut rows: Vec<(i64, u16, u32)> = Vec::with_capacity(report.hdf5_rows);
     for (f, info) in infos.iter().enumerate() {
         let ids = info.exam_ids.as_deref().unwrap_or_default();
         for (r, &id) in ids.iter().enumerate() {
             if id == 0 {
-                report.padding_rows.add(RowRef { file: info.base_name(), row: r as u32 });
+                report.padding_rows.add(RowRef {
+                    file: info.base_name(),
+                    row: r as u32,
+                });
                 if !row_is_zero(info, r)? {
-                    report.padding_not_zero.add(RowRef { file: info.base_name(), row: r as u32 });
+                    report.padding_not_zero.add(RowRef {
+                        file: info.base_name(),
+                        row: r as u32,
+                    });
                 }
             } else {
                 rows.push((id, f as u16, r as u32));
@@ -404,17 +434,24 @@ fn check_no_duplicates(sorted: &[(i64, u16, u32)], infos: &[TracingsFile]) -> Re
 fn row_is_zero(info: &TracingsFile, row: usize) -> Result<bool> {
     let bytes = info.read_row_le_bytes(row)?;
     Ok(match info.dtype {
-        Dtype::F32 => bytes.chunks_exact(4).all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) == 0.0),
-        Dtype::F64 => bytes.chunks_exact(8).all(|b| {
-            f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) == 0.0
-        }),
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) == 0.0),
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .all(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) == 0.0),
     })
 }
 
 /// The first, middle and last non-padding rows of a file.
 fn sample_rows(info: &TracingsFile) -> Vec<u32> {
     let real: Vec<u32> = match &info.exam_ids {
-        Some(ids) => ids.iter().enumerate().filter(|(_, id)| **id != 0).map(|(r, _)| r as u32).collect(),
+        Some(ids) => ids
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| **id != 0)
+            .map(|(r, _)| r as u32)
+            .collect(),
         None => (0..info.n_rows as u32).collect(),
     };
     let mut out = Vec::new();
@@ -426,114 +463,4 @@ fn sample_rows(info: &TracingsFile) -> Vec<u32> {
         }
     }
     out
-}
-
-/// A count with the first few examples.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tally<T> {
-    /// How many.
-    pub count: usize,
-    /// The first few (at most 5).
-    pub examples: Vec<T>,
-}
-
-impl<T> Default for Tally<T> {
-    fn default() -> Self {
-        Tally { count: 0, examples: Vec::new() }
-    }
-}
-
-impl<T> Tally<T> {
-    fn add(&mut self, item: T) {
-        self.count += 1;
-        if self.examples.len() < EXAMPLES {
-            self.examples.push(item);
-        }
-    }
-}
-
-/// A row of an HDF5 file, by base name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RowRef {
-    /// Base name of the file.
-    pub file: String,
-    /// Row in the file.
-    pub row: u32,
-}
-
-impl fmt::Display for RowRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} row {}", self.file, self.row)
-    }
-}
-
-/// What [`DatasetIndex::build`] found. Each CSV row is counted once: usable, or excluded for
-/// the first reason that applies in the order no tracing, missing age, age out of range.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct IndexReport {
-    /// The CSV file.
-    pub csv_path: PathBuf,
-    /// Rows of the CSV.
-    pub csv_rows: usize,
-    /// Number of HDF5 files.
-    pub files: usize,
-    /// Rows of all HDF5 files, padding included.
-    pub hdf5_rows: usize,
-    /// Exams in the index.
-    pub usable: usize,
-    /// The usable age range, years, inclusive.
-    pub age_range: (f64, f64),
-    /// CSV exams that no HDF5 file holds (excluded).
-    pub csv_not_in_hdf5: Tally<ExamId>,
-    /// CSV exams without an age (excluded).
-    pub missing_age: Tally<ExamId>,
-    /// CSV exams whose age is outside [`IndexReport::age_range`] (excluded).
-    pub age_out_of_range: Tally<ExamId>,
-    /// HDF5 rows whose exam id is not in the CSV (unused).
-    pub hdf5_not_in_csv: Tally<ExamId>,
-    /// HDF5 rows with exam id 0 (padding, unused).
-    pub padding_rows: Tally<RowRef>,
-    /// Padding rows whose tracing is not all zeros (unused, but suspicious).
-    pub padding_not_zero: Tally<RowRef>,
-    /// Exams found in another file than the CSV's `trace_file` names (used: the join is by id).
-    pub wrong_trace_file: Tally<ExamId>,
-}
-
-impl IndexReport {
-    /// CSV rows left out of the index.
-    pub fn excluded(&self) -> usize {
-        self.csv_not_in_hdf5.count + self.missing_age.count + self.age_out_of_range.count
-    }
-}
-
-fn tally_line<T: fmt::Display>(f: &mut fmt::Formatter<'_>, what: &str, t: &Tally<T>) -> fmt::Result {
-    write!(f, "\n  {what}: {}", t.count)?;
-    if !t.examples.is_empty() {
-        let ex = t.examples.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ");
-        let more = if t.count > t.examples.len() { ", ..." } else { "" };
-        write!(f, " (e.g. {ex}{more})")?;
-    }
-    Ok(())
-}
-
-impl fmt::Display for IndexReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "dataset index: {} usable exams of {} rows in {}; {} HDF5 file(s) with {} rows",
-            self.usable,
-            self.csv_rows,
-            self.csv_path.display(),
-            self.files,
-            self.hdf5_rows
-        )?;
-        tally_line(f, "excluded, no HDF5 row", &self.csv_not_in_hdf5)?;
-        tally_line(f, "excluded, missing age", &self.missing_age)?;
-        let (lo, hi) = self.age_range;
-        tally_line(f, &format!("excluded, age outside [{lo}, {hi}]"), &self.age_out_of_range)?;
-        tally_line(f, "HDF5 rows not in the CSV (unused)", &self.hdf5_not_in_csv)?;
-        tally_line(f, "padding rows (exam_id 0)", &self.padding_rows)?;
-        tally_line(f, "padding rows that are not all zeros", &self.padding_not_zero)?;
-        tally_line(f, "exams in another file than trace_file says", &self.wrong_trace_file)
-    }
 }

@@ -58,7 +58,12 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 impl Prefetcher {
     /// Starts `threads` threads (at least 1) reading `batches` (lists of index positions) with at
     /// most `depth` (at least 1) batches read ahead.
-    pub fn new(reader: Arc<BatchReader>, batches: Vec<Vec<usize>>, depth: usize, threads: usize) -> Self {
+    pub fn new(
+        reader: Arc<BatchReader>,
+        batches: Vec<Vec<usize>>,
+        depth: usize,
+        threads: usize,
+    ) -> Self {
         let total = batches.len();
         let depth = depth.max(1);
         let n_threads = threads.max(1).min(total.max(1));
@@ -75,8 +80,14 @@ impl Prefetcher {
             more_room: Condvar::new(),
             ready: Condvar::new(),
         });
-        let mut this =
-            Prefetcher { shared, threads: Vec::new(), depth, total, finished: total == 0, start_error: None };
+        let mut this = Prefetcher {
+            shared,
+            threads: Vec::new(),
+            depth,
+            total,
+            finished: total == 0,
+            start_error: None,
+        };
         if total == 0 {
             return this;
         }
@@ -92,7 +103,9 @@ impl Prefetcher {
                 Err(e) => {
                     lock(&this.shared.state).running -= 1;
                     if this.threads.is_empty() {
-                        this.start_error = Some(Error::Dataset(format!("cannot start a reading thread: {e}")));
+                        this.start_error = Some(Error::Dataset(format!(
+                            "cannot start a reading thread: {e}"
+                        )));
                     }
                     break;
                 }
@@ -103,7 +116,11 @@ impl Prefetcher {
 
     /// Number of batches not yet yielded.
     pub fn remaining(&self) -> usize {
-        if self.finished { 0 } else { self.total - lock(&self.shared.state).next_yield }
+        if self.finished {
+            0
+        } else {
+            self.total - lock(&self.shared.state).next_yield
+        }
     }
 
     /// Gives a batch's buffer back so that a later batch reuses its allocation.
@@ -113,7 +130,10 @@ impl Prefetcher {
 
     /// A handle that gives buffers back, usable while the prefetcher is being iterated.
     pub fn recycler(&self) -> Recycler {
-        Recycler { shared: Arc::clone(&self.shared), keep: self.depth }
+        Recycler {
+            shared: Arc::clone(&self.shared),
+            keep: self.depth,
+        }
     }
 
     fn stop(&self) {
@@ -195,9 +215,15 @@ impl Iterator for Prefetcher {
             if st.running == 0 {
                 // Cannot happen while batches remain unless threads were stopped; never wait
                 // on nobody.
-                break Err(Error::Dataset(format!("batch {k} was never read: the reading threads exited")));
+                break Err(Error::Dataset(format!(
+                    "batch {k} was never read: the reading threads exited"
+                )));
             }
-            st = self.shared.ready.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = self
+                .shared
+                .ready
+                .wait(st)
+                .unwrap_or_else(|p| p.into_inner());
         };
         st.next_yield = k + 1;
         let last = st.next_yield >= self.total;

@@ -70,7 +70,10 @@ enum Source {
     /// Positioned reads on a plain file descriptor.
     Direct { file: std::fs::File, offset: u64 },
     /// Hyperslab reads through the HDF5 library (which serialises them on its global lock).
-    Library { _file: hdf5::File, ds: hdf5::Dataset },
+    Library {
+        _file: hdf5::File,
+        ds: hdf5::Dataset,
+    },
 }
 
 struct FileSource {
@@ -97,7 +100,10 @@ pub struct BatchReader {
 impl std::fmt::Debug for BatchReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BatchReader")
-            .field("files", &self.files.iter().map(|s| &s.path).collect::<Vec<_>>())
+            .field(
+                "files",
+                &self.files.iter().map(|s| &s.path).collect::<Vec<_>>(),
+            )
             .field("exams", &self.location.len())
             .finish()
     }
@@ -113,7 +119,8 @@ impl BatchReader {
             info.check_row_shape(index.n_samples, index.n_leads)?;
             let source = match info.storage {
                 Storage::Contiguous { offset } => {
-                    let file = std::fs::File::open(&info.path).map_err(|e| Error::io(&info.path, e))?;
+                    let file =
+                        std::fs::File::open(&info.path).map_err(|e| Error::io(&info.path, e))?;
                     Source::Direct { file, offset }
                 }
                 Storage::Chunked => {
@@ -168,7 +175,9 @@ impl BatchReader {
 
     /// Whether every file is read with positioned reads (no HDF5 library call per batch).
     pub fn all_direct(&self) -> bool {
-        self.files.iter().all(|f| matches!(f.source, Source::Direct { .. }))
+        self.files
+            .iter()
+            .all(|f| matches!(f.source, Source::Direct { .. }))
     }
 
     /// Reads the exams at index positions `exams` into `out` as `(B, n_leads, n_samples)`,
@@ -198,7 +207,13 @@ impl BatchReader {
                 let src = &self.files[file as usize];
                 self.read_row_bytes(src, row as usize, &mut scratch)?;
                 let slot = slot as usize;
-                transpose_into(&scratch, src.dtype, &mut out[slot * n..(slot + 1) * n], self.n_samples, self.n_leads);
+                transpose_into(
+                    &scratch,
+                    src.dtype,
+                    &mut out[slot * n..(slot + 1) * n],
+                    self.n_samples,
+                    self.n_leads,
+                );
             }
             Ok(())
         })
@@ -225,12 +240,19 @@ impl BatchReader {
     /// The index position of exam `id`, if the index has it.
     pub fn position_of(&self, id: ExamId) -> Option<usize> {
         let by_id = self.by_id.get_or_init(|| {
-            let mut v: Vec<(ExamId, u32)> =
-                self.exam_ids.iter().enumerate().map(|(i, &e)| (e, i as u32)).collect();
+            let mut v: Vec<(ExamId, u32)> = self
+                .exam_ids
+                .iter()
+                .enumerate()
+                .map(|(i, &e)| (e, i as u32))
+                .collect();
             v.sort_unstable();
             v
         });
-        by_id.binary_search_by_key(&id, |&(e, _)| e).ok().map(|i| by_id[i].1 as usize)
+        by_id
+            .binary_search_by_key(&id, |&(e, _)| e)
+            .ok()
+            .map(|i| by_id[i].1 as usize)
     }
 
     /// Reads exams by id; an id that the index does not have is an error naming it.
@@ -248,13 +270,17 @@ impl BatchReader {
     /// Fills `buf` with row `row` of `src` as little-endian bytes of the stored type.
     fn read_row_bytes(&self, src: &FileSource, row: usize, buf: &mut Vec<u8>) -> Result<()> {
         if row >= src.n_rows {
-            return Err(Error::hdf5(&src.path, format!("row {row} is out of range ({} rows)", src.n_rows)));
+            return Err(Error::hdf5(
+                &src.path,
+                format!("row {row} is out of range ({} rows)", src.n_rows),
+            ));
         }
         match &src.source {
             Source::Direct { file, offset } => {
                 buf.resize(src.row_bytes, 0);
                 let at = offset + (row * src.row_bytes) as u64;
-                file.read_exact_at(buf, at).map_err(|e| h5::row_read_error(&src.path, row, e))
+                file.read_exact_at(buf, at)
+                    .map_err(|e| h5::row_read_error(&src.path, row, e))
             }
             Source::Library { ds, .. } => {
                 buf.clear();
@@ -278,16 +304,24 @@ fn check_len(path: &Path, row: usize, got: usize, want: usize) -> Result<()> {
     if got == want {
         Ok(())
     } else {
-        Err(Error::hdf5(path, format!("row {row}: read {got} bytes, expected {want}")))
+        Err(Error::hdf5(
+            path,
+            format!("row {row}: read {got} bytes, expected {want}"),
+        ))
     }
 }
 
 /// Transposes one stored row, `(samples, leads)` little-endian `dtype`, into `dst`
 /// `(leads, samples)` f32.
 pub fn transpose_into(src: &[u8], dtype: Dtype, dst: &mut [f32], n_samples: usize, n_leads: usize) {
-    match dtype {
-        Dtype::F32 => transpose_blocked::<4>(src, dst, n_samples, n_leads, |b| f32::from_le_bytes(*b)),
-        Dtype::F64 => transpose_blocked::<8>(src, dst, n_samples, n_leads, |b| f64::from_le_bytes(*b) as f32),
+    let f32_le = |b: &[u8; 4]| f32::from_le_bytes(*b);
+    let f64_le = |b: &[u8; 8]| f64::from_le_bytes(*b) as f32;
+    // The CODE lead count as a constant lets the compiler drop the bounds checks.
+    match (dtype, n_leads) {
+        (Dtype::F32, 12) => transpose_blocked::<4>(src, dst, n_samples, 12, f32_le),
+        (Dtype::F32, _) => transpose_blocked::<4>(src, dst, n_samples, n_leads, f32_le),
+        (Dtype::F64, 12) => transpose_blocked::<8>(src, dst, n_samples, 12, f64_le),
+        (Dtype::F64, _) => transpose_blocked::<8>(src, dst, n_samples, n_leads, f64_le),
     }
 }
 
@@ -325,10 +359,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reader_and_prefetcher_can_move_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<BatchReader>();
+        send::<crate::data::prefetch::Prefetcher>();
+        send::<Batch>();
+    }
+
+    #[test]
     fn transpose_matches_the_definition_for_both_types_and_odd_sizes() {
         for &(l, c) in &[(4096usize, 12usize), (300, 12), (7, 3), (129, 1)] {
             let vals: Vec<f64> = (0..l * c).map(|i| (i as f64) * 0.37 - 11.0).collect();
-            let b32: Vec<u8> = vals.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect();
+            let b32: Vec<u8> = vals
+                .iter()
+                .flat_map(|&v| (v as f32).to_le_bytes())
+                .collect();
             let b64: Vec<u8> = vals.iter().flat_map(|&v| v.to_le_bytes()).collect();
             let mut d32 = vec![0f32; l * c];
             let mut d64 = vec![0f32; l * c];
@@ -336,8 +382,16 @@ mod tests {
             transpose_into(&b64, Dtype::F64, &mut d64, l, c);
             for s in 0..l {
                 for k in 0..c {
-                    assert_eq!(d32[k * l + s], vals[s * c + k] as f32, "f32 ({l},{c}) at s={s} c={k}");
-                    assert_eq!(d64[k * l + s], vals[s * c + k] as f32, "f64 ({l},{c}) at s={s} c={k}");
+                    assert_eq!(
+                        d32[k * l + s],
+                        vals[s * c + k] as f32,
+                        "f32 ({l},{c}) at s={s} c={k}"
+                    );
+                    assert_eq!(
+                        d64[k * l + s],
+                        vals[s * c + k] as f32,
+                        "f64 ({l},{c}) at s={s} c={k}"
+                    );
                 }
             }
         }

@@ -37,7 +37,10 @@ pub struct AgeWindow {
 impl Default for AgeWindow {
     /// The seed's window: 16 to 85 years.
     fn default() -> Self {
-        AgeWindow { min: 16.0, max: 85.0 }
+        AgeWindow {
+            min: 16.0,
+            max: 85.0,
+        }
     }
 }
 
@@ -84,7 +87,11 @@ impl AgeBalanced {
 
 /// A canonical key for an age: `-0` becomes `0` and every NaN the same NaN.
 fn age_key(a: f64) -> u64 {
-    if a.is_nan() { f64::NAN.to_bits() } else { (a + 0.0).to_bits() }
+    if a.is_nan() {
+        f64::NAN.to_bits()
+    } else {
+        (a + 0.0).to_bits()
+    }
 }
 
 /// A fast hasher for the few distinct `u64` age keys (multiplicative, Fibonacci constant).
@@ -105,17 +112,31 @@ impl Hasher for KeyHasher {
     }
 }
 
-/// Sorted distinct ages of all exams and the rank of each exam's age among them.
+/// Sorted distinct ages of all exams and the rank of each exam's age among them. Whole ages
+/// 0-255 (all of CODE) are looked up in a table, other values in a hash map.
 fn rank_ages(ages: &[f64]) -> (Vec<f64>, Vec<u32>) {
-    let mut first_id: HashMap<u64, u32, BuildHasherDefault<KeyHasher>> = HashMap::default();
+    const NONE: u32 = u32::MAX;
+    let mut whole = [NONE; 256];
+    let mut other: HashMap<u64, u32, BuildHasherDefault<KeyHasher>> = HashMap::default();
     let mut distinct: Vec<f64> = Vec::new();
+    let mut new_id = |key: f64| {
+        distinct.push(key);
+        (distinct.len() - 1) as u32
+    };
     let ids: Vec<u32> = ages
         .iter()
         .map(|&a| {
-            *first_id.entry(age_key(a)).or_insert_with(|| {
-                distinct.push(f64::from_bits(age_key(a)));
-                (distinct.len() - 1) as u32
-            })
+            if (0.0..256.0).contains(&a) && a.fract() == 0.0 {
+                let slot = &mut whole[a as usize];
+                if *slot == NONE {
+                    *slot = new_id(a + 0.0);
+                }
+                *slot
+            } else {
+                *other
+                    .entry(age_key(a))
+                    .or_insert_with(|| new_id(f64::from_bits(age_key(a))))
+            }
         })
         .collect();
     let mut order: Vec<u32> = (0..distinct.len() as u32).collect();
@@ -126,7 +147,10 @@ fn rank_ages(ages: &[f64]) -> (Vec<f64>, Vec<u32>) {
         rank_of_id[id as usize] = rank as u32;
     }
     let sorted = order.iter().map(|&id| distinct[id as usize]).collect();
-    (sorted, ids.into_iter().map(|id| rank_of_id[id as usize]).collect())
+    (
+        sorted,
+        ids.into_iter().map(|id| rank_of_id[id as usize]).collect(),
+    )
 }
 
 /// Runs the seed's algorithm on exams grouped by patient, with `ages[row]` the age of each exam
@@ -202,7 +226,11 @@ pub fn age_balanced(
     let n_valid = n_valid.min(n_patients - n_test.min(n_patients));
     let n_test = n_test.min(n_patients);
     let sizes = [n_test, n_valid, n_patients - n_test - n_valid];
-    AgeBalanced { sequence, representative, sizes }
+    AgeBalanced {
+        sequence,
+        representative,
+        sizes,
+    }
 }
 
 #[cfg(test)]
@@ -212,11 +240,29 @@ mod tests {
 
     #[test]
     fn ranks_merge_signed_zero_and_nan() {
-        let (sorted, rank) = rank_ages(&[40.0, f64::NAN, -0.0, 12.5, 0.0, 40.0, f64::NAN]);
-        assert_eq!(sorted.len(), 4);
-        assert_eq!(&sorted[..3], &[0.0, 12.5, 40.0]);
-        assert!(sorted[3].is_nan());
-        assert_eq!(rank, [2, 3, 0, 1, 0, 2, 3]);
+        let ages = [
+            40.0,
+            f64::NAN,
+            -0.0,
+            12.5,
+            0.0,
+            40.0,
+            f64::NAN,
+            300.0,
+            -2.0,
+            255.0,
+            -0.5,
+        ];
+        let (sorted, rank) = rank_ages(&ages);
+        assert_eq!(sorted.len(), 8);
+        assert_eq!(&sorted[..7], &[-2.0, -0.5, 0.0, 12.5, 40.0, 255.0, 300.0]);
+        assert!(
+            sorted[0..7]
+                .iter()
+                .all(|a| a.to_bits() != (-0.0f64).to_bits())
+        );
+        assert!(sorted[7].is_nan());
+        assert_eq!(rank, [4, 7, 2, 3, 2, 4, 7, 6, 0, 5, 1]);
     }
 
     #[test]
@@ -238,10 +284,14 @@ mod tests {
         seen.sort_unstable();
         assert_eq!(seen, (0..100).collect::<Vec<u32>>());
         for (p, &row) in r.representative.iter().enumerate() {
-            assert!(g.exams(p).contains(&row), "representative of {p} is one of its exams");
+            assert!(
+                g.exams(p).contains(&row),
+                "representative of {p} is one of its exams"
+            );
         }
         // Window patients come before all others in the sequence.
-        let in_window = |p: u32| (16.0..=85.0).contains(&ages[r.representative[p as usize] as usize]);
+        let in_window =
+            |p: u32| (16.0..=85.0).contains(&ages[r.representative[p as usize] as usize]);
         let first_outside = r.sequence.iter().position(|&p| !in_window(p)).unwrap();
         assert!(r.sequence[first_outside..].iter().all(|&p| !in_window(p)));
         // Another seed, another order.

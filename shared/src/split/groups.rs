@@ -27,24 +27,27 @@ impl PatientGroups {
     pub fn new(patient_id: &[PatientId]) -> Self {
         let n = patient_id.len();
         assert!(n < u32::MAX as usize, "more than 2^32 exams");
-        // Sort (id, row) pairs: the rows end up grouped by patient, increasing within each.
-        let mut pairs: Vec<(i64, u32)> =
-            patient_id.iter().enumerate().map(|(r, p)| (p.0, r as u32)).collect();
-        radix_sort_pairs(&mut pairs);
+        // (id, row) sorted by id, stably (so rows increase within a patient).
+        let sorted = sort_rows_by_id(patient_id);
         let mut patients = Vec::new();
         let mut offsets = Vec::new();
         let mut rows = Vec::with_capacity(n);
         let mut patient_of_row = vec![0u32; n];
-        for (i, &(p, r)) in pairs.iter().enumerate() {
-            if i == 0 || pairs[i - 1].0 != p {
+        for (i, (p, r)) in sorted.enumerate() {
+            if patients.last() != Some(&p) {
                 offsets.push(i as u32);
-                patients.push(PatientId(p));
+                patients.push(p);
             }
             rows.push(r);
             patient_of_row[r as usize] = (patients.len() - 1) as u32;
         }
         offsets.push(n as u32);
-        PatientGroups { patients, offsets, rows, patient_of_row }
+        PatientGroups {
+            patients,
+            offsets,
+            rows,
+            patient_of_row,
+        }
     }
 
     /// Number of distinct patients.
@@ -63,36 +66,66 @@ impl PatientGroups {
     }
 }
 
-/// Stable LSD radix sort of `(key, row)` pairs by key, 16 bits a pass, skipping passes whose
-/// digit is the same for every key (ids below 2^32 need two passes). Stability keeps the rows
-/// of one key in increasing order, since they start that way.
-fn radix_sort_pairs(v: &mut Vec<(i64, u32)>) {
-    const BITS: u32 = 16;
+/// `(id, row)` for every row, sorted by id, stably. When the ids span less than 2^32 (always
+/// in CODE), each row is packed with its id offset into one `u64` (`(id - min) << 32 | row`) and
+/// only the id bits are radix-sorted; otherwise `(id, row)` pairs are sorted.
+fn sort_rows_by_id(ids: &[PatientId]) -> Box<dyn Iterator<Item = (PatientId, u32)>> {
+    let (Some(&min), Some(&max)) = (ids.iter().min(), ids.iter().max()) else {
+        return Box::new(std::iter::empty());
+    };
+    let span = (max.0 as i128 - min.0 as i128) as u128;
+    if span < 1 << 32 {
+        let mut keys: Vec<u64> = ids
+            .iter()
+            .enumerate()
+            .map(|(r, p)| ((p.0.wrapping_sub(min.0) as u64) << 32) | r as u64)
+            .collect();
+        let bits = 64 - (span as u64).leading_zeros();
+        radix_sort_u64(&mut keys, 32, 32 + bits);
+        Box::new(
+            keys.into_iter()
+                .map(move |k| (PatientId(min.0 + (k >> 32) as i64), k as u32)),
+        )
+    } else {
+        let mut v: Vec<(PatientId, u32)> = ids
+            .iter()
+            .enumerate()
+            .map(|(r, &p)| (p, r as u32))
+            .collect();
+        v.sort_by_key(|&(id, _)| id);
+        Box::new(v.into_iter())
+    }
+}
+
+/// Stable LSD radix sort of `keys` by their bits `lo..hi`, 11 bits a pass (a histogram fits
+/// in the L1 cache); all histograms are counted in one read.
+fn radix_sort_u64(keys: &mut Vec<u64>, lo: u32, hi: u32) {
+    const BITS: u32 = 11;
     const BUCKETS: usize = 1 << BITS;
-    // Flip the sign bit so that unsigned order is signed order.
-    let key = |k: i64| (k as u64) ^ (1 << 63);
-    let mut tmp = vec![(0i64, 0u32); v.len()];
-    let mut counts = vec![0usize; BUCKETS];
-    for shift in (0..64).step_by(BITS as usize) {
-        counts.iter_mut().for_each(|c| *c = 0);
-        for &(k, _) in v.iter() {
-            counts[((key(k) >> shift) as usize) & (BUCKETS - 1)] += 1;
+    let passes: Vec<u32> = (lo..hi).step_by(BITS as usize).collect();
+    let mut counts = vec![[0usize; BUCKETS]; passes.len()];
+    for &k in keys.iter() {
+        for (c, &shift) in counts.iter_mut().zip(&passes) {
+            c[((k >> shift) as usize) & (BUCKETS - 1)] += 1;
         }
-        if counts.iter().any(|&c| c == v.len()) {
-            continue;
+    }
+    let mut tmp = vec![0u64; keys.len()];
+    for (c, &shift) in counts.iter_mut().zip(&passes) {
+        if c.contains(&keys.len()) {
+            continue; // every key has the same digit here
         }
         let mut sum = 0;
-        for c in counts.iter_mut() {
-            let here = *c;
-            *c = sum;
+        for x in c.iter_mut() {
+            let here = *x;
+            *x = sum;
             sum += here;
         }
-        for &(k, r) in v.iter() {
-            let d = ((key(k) >> shift) as usize) & (BUCKETS - 1);
-            tmp[counts[d]] = (k, r);
-            counts[d] += 1;
+        for &k in keys.iter() {
+            let d = ((k >> shift) as usize) & (BUCKETS - 1);
+            tmp[c[d]] = k;
+            c[d] += 1;
         }
-        std::mem::swap(v, &mut tmp);
+        std::mem::swap(keys, &mut tmp);
     }
 }
 
@@ -113,25 +146,34 @@ mod tests {
     }
 
     #[test]
-    fn radix_sort_matches_a_stable_sort() {
-        // A small deterministic pseudo-random sequence with repeats, negatives and large ids.
+    fn sorted_rows_match_a_stable_sort_for_narrow_and_wide_ids() {
+        // A small deterministic pseudo-random sequence with repeats and negatives.
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut v: Vec<(i64, u32)> = (0..5000u32)
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let narrow: Vec<PatientId> = (0..5000)
+            .map(|_| PatientId((next() % 70_000) as i64 - 3_000))
+            .collect();
+        let wide: Vec<PatientId> = (0..5000)
             .map(|r| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let k = match r % 3 {
-                    0 => (x % 700) as i64,
-                    1 => -((x % 50) as i64),
-                    _ => (x >> 1) as i64,
-                };
-                (k, r)
+                PatientId(if r % 2 == 0 {
+                    (next() % 50) as i64
+                } else {
+                    (next() >> 1) as i64
+                })
             })
             .collect();
-        let mut want = v.clone();
-        want.sort_by_key(|&(k, _)| k);
-        radix_sort_pairs(&mut v);
-        assert_eq!(v, want);
+        for ids in [narrow, wide] {
+            let mut want: Vec<(PatientId, u32)> = (0..ids.len() as u32)
+                .map(|r| (ids[r as usize], r))
+                .collect();
+            want.sort_by_key(|&(id, _)| id);
+            assert_eq!(sort_rows_by_id(&ids).collect::<Vec<_>>(), want);
+        }
+        assert_eq!(sort_rows_by_id(&[]).count(), 0);
     }
 }

@@ -23,7 +23,11 @@ impl HashSplitter {
     /// A splitter for `seed` and `fractions` (which must be valid, see [`Fractions::new`]).
     pub fn new(seed: u32, fractions: Fractions) -> Self {
         let key = blake3::derive_key(CONTEXT, &u64::from(seed).to_le_bytes());
-        HashSplitter { key, test_end: fractions.test, valid_end: fractions.test + fractions.valid }
+        HashSplitter {
+            key,
+            test_end: fractions.test,
+            valid_end: fractions.test + fractions.valid,
+        }
     }
 
     /// The patient's uniform number in `[0, 1)`.
@@ -63,8 +67,13 @@ mod tests {
         assert!((share(Split::Test) - 0.2).abs() < 0.015, "{counts:?}");
         assert!((share(Split::Valid) - 0.1).abs() < 0.015, "{counts:?}");
         let h1 = HashSplitter::new(1, f);
-        let moved = (0..1000).filter(|&p| h.split(PatientId(p)) != h1.split(PatientId(p))).count();
-        assert!(moved > 100, "a different seed gives a different split ({moved} moved)");
+        let moved = (0..1000)
+            .filter(|&p| h.split(PatientId(p)) != h1.split(PatientId(p)))
+            .count();
+        assert!(
+            moved > 100,
+            "a different seed gives a different split ({moved} moved)"
+        );
     }
 
     #[test]

@@ -55,7 +55,9 @@ impl FromStr for Split {
             "train" => Ok(Split::Train),
             "valid" | "val" | "validation" => Ok(Split::Valid),
             "test" => Ok(Split::Test),
-            _ => Err(Error::Config(format!("`{s}` is not a split: use train, valid or test"))),
+            _ => Err(Error::Config(format!(
+                "`{s}` is not a split: use train, valid or test"
+            ))),
         }
     }
 }
@@ -72,7 +74,10 @@ pub struct Fractions {
 impl Default for Fractions {
     /// The seed's defaults: 15 % test, 5 % validation, 80 % training.
     fn default() -> Self {
-        Fractions { test: 0.15, valid: 0.05 }
+        Fractions {
+            test: 0.15,
+            valid: 0.05,
+        }
     }
 }
 
@@ -126,7 +131,10 @@ impl FromStr for Fractions {
             .split(',')
             .map(|p| {
                 p.trim().parse::<f64>().map_err(|_| {
-                    Error::Config(format!("fractions: `{}` in `{s}` is not a number", p.trim()))
+                    Error::Config(format!(
+                        "fractions: `{}` in `{s}` is not a number",
+                        p.trim()
+                    ))
                 })
             })
             .collect::<Result<Vec<f64>>>()?;
@@ -151,7 +159,13 @@ mod tests {
             assert_eq!(s.to_string(), s.as_str());
         }
         assert_eq!("VAL".parse::<Split>().unwrap(), Split::Valid);
-        assert!("dev".parse::<Split>().unwrap_err().to_string().contains("`dev`"));
+        assert!(
+            "dev"
+                .parse::<Split>()
+                .unwrap_err()
+                .to_string()
+                .contains("`dev`")
+        );
     }
 
     #[test]

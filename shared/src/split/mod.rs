@@ -49,8 +49,16 @@ impl SplitAssignment {
         for s in per_patient {
             patients[s.index()] += 1;
         }
-        let split = groups.patient_of_row.iter().map(|&p| per_patient[p as usize]).collect();
-        SplitAssignment { split, patients, unmatched_pins: 0 }
+        let split = groups
+            .patient_of_row
+            .iter()
+            .map(|&p| per_patient[p as usize])
+            .collect();
+        SplitAssignment {
+            split,
+            patients,
+            unmatched_pins: 0,
+        }
     }
 
     /// Number of exams in each split, indexed by [`Split::index`].
@@ -64,7 +72,12 @@ impl SplitAssignment {
 
     /// Rows (exam indices) of one split, in CSV order.
     pub fn rows(&self, split: Split) -> Vec<usize> {
-        self.split.iter().enumerate().filter(|(_, s)| **s == split).map(|(r, _)| r).collect()
+        self.split
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| **s == split)
+            .map(|(r, _)| r)
+            .collect()
     }
 
     /// Checks that the assignment fits `table`: one split per row, all exams of a patient in
@@ -126,7 +139,12 @@ pub fn assign(
             let (found, unmatched) = pins.lookup(&groups.patients);
             unmatched_pins = unmatched;
             let h = hash::HashSplitter::new(seed, fractions);
-            groups.patients.iter().zip(found).map(|(&p, f)| f.unwrap_or_else(|| h.split(p))).collect()
+            groups
+                .patients
+                .iter()
+                .zip(found)
+                .map(|(&p, f)| f.unwrap_or_else(|| h.split(p)))
+                .collect()
         }
     };
     let mut out = SplitAssignment::from_patients(&groups, &per_patient);
@@ -141,7 +159,9 @@ mod tests {
 
     fn table(patients: &[i64]) -> ExamTable {
         ExamTable {
-            exam_id: (0..patients.len() as i64).map(|e| ExamId(e + 100)).collect(),
+            exam_id: (0..patients.len() as i64)
+                .map(|e| ExamId(e + 100))
+                .collect(),
             patient_id: patients.iter().map(|&p| PatientId(p)).collect(),
             age: patients.iter().map(|&p| (p % 90) as f64).collect(),
             ..Default::default()
@@ -179,7 +199,10 @@ mod tests {
     #[test]
     fn bad_fractions_are_refused() {
         let t = table(&[1, 2]);
-        let f = Fractions { test: 0.8, valid: 0.5 };
+        let f = Fractions {
+            test: 0.8,
+            valid: 0.5,
+        };
         assert!(assign(&t, &SplitStrategy::Hash, 0, f).is_err());
     }
 }

@@ -25,7 +25,9 @@ pub struct RandomState {
 
 impl std::fmt::Debug for RandomState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RandomState").field("pos", &self.pos).finish_non_exhaustive()
+        f.debug_struct("RandomState")
+            .field("pos", &self.pos)
+            .finish_non_exhaustive()
     }
 }
 
@@ -37,7 +39,9 @@ impl RandomState {
         key[0] = seed;
         for i in 1..N {
             let prev = key[i - 1];
-            key[i] = 1_812_433_253u32.wrapping_mul(prev ^ (prev >> 30)).wrapping_add(i as u32);
+            key[i] = 1_812_433_253u32
+                .wrapping_mul(prev ^ (prev >> 30))
+                .wrapping_add(i as u32);
         }
         RandomState { key, pos: N }
     }
@@ -100,7 +104,10 @@ impl RandomState {
     /// # Panics
     /// When `x` has more than 2^32 elements (NumPy would switch to 64-bit draws there).
     pub fn shuffle<T>(&mut self, x: &mut [T]) {
-        assert!(x.len() as u64 <= 1 << 32, "shuffle of more than 2^32 elements");
+        assert!(
+            x.len() as u64 <= 1 << 32,
+            "shuffle of more than 2^32 elements"
+        );
         for i in (1..x.len()).rev() {
             let j = self.interval(i as u32) as usize;
             x.swap(i, j);
@@ -117,7 +124,16 @@ mod tests {
         // The reference implementation's default seed and its published first outputs.
         let mut r = RandomState::new(5489);
         let got: Vec<u32> = (0..5).map(|_| r.next_u32()).collect();
-        assert_eq!(got, [3_499_211_612, 581_869_302, 3_890_346_734, 3_586_334_585, 545_404_204]);
+        assert_eq!(
+            got,
+            [
+                3_499_211_612,
+                581_869_302,
+                3_890_346_734,
+                3_586_334_585,
+                545_404_204
+            ]
+        );
         // The 10000th output for seed 5489 (C++ std::mt19937's required check value).
         let mut r = RandomState::new(5489);
         let last = (0..10_000).map(|_| r.next_u32()).last();
@@ -127,13 +143,20 @@ mod tests {
     /// Replays the outputs NumPy recorded (scripts/py/make_split_fixture.py).
     #[test]
     fn matches_numpy_recorded_streams() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/split/numpy_stream.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/split/numpy_stream.json"
+        );
         let text = std::fs::read_to_string(path).expect("fixture numpy_stream.json");
         let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
         let streams = doc["streams"].as_array().unwrap();
         assert!(streams.len() >= 3);
         let u32s = |v: &serde_json::Value| -> Vec<u32> {
-            v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
         };
         for s in streams {
             let seed = s["seed"].as_u64().unwrap() as u32;
@@ -149,7 +172,11 @@ mod tests {
                     "choice" => {
                         let k = op["k"].as_u64().unwrap() as u32;
                         let want = op["value"].as_u64().unwrap() as u32;
-                        assert_eq!(r.choice_index(k), want, "seed {seed}, op {i}: choice of {k}");
+                        assert_eq!(
+                            r.choice_index(k),
+                            want,
+                            "seed {seed}, op {i}: choice of {k}"
+                        );
                     }
                     "shuffle" => {
                         let n = op["n"].as_u64().unwrap() as u32;

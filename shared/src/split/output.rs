@@ -21,7 +21,10 @@ pub fn write_split_csv(path: &Path, table: &ExamTable, assignment: &SplitAssignm
             table.len()
         )));
     }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     let result = write_rows(&tmp, table, assignment)
         .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
@@ -38,7 +41,12 @@ fn write_rows(tmp: &Path, table: &ExamTable, assignment: &SplitAssignment) -> Re
     w.write_all(b"exam_id,patient_id,split\n").map_err(io)?;
     let mut buf = itoa::Buffer::new();
     let mut line = Vec::with_capacity(64);
-    for ((e, p), s) in table.exam_id.iter().zip(&table.patient_id).zip(&assignment.split) {
+    for ((e, p), s) in table
+        .exam_id
+        .iter()
+        .zip(&table.patient_id)
+        .zip(&assignment.split)
+    {
         line.clear();
         line.extend_from_slice(buf.format(e.0).as_bytes());
         line.push(b',');
@@ -79,11 +87,21 @@ pub fn read_split_csv(path: &Path) -> Result<SplitFile> {
         .collect();
     let col = |name: &str| {
         headers.iter().position(|h| h == name).ok_or_else(|| {
-            Error::csv(path, Some(1), format!("missing column `{name}` (columns are: {})", headers.join(", ")))
+            Error::csv(
+                path,
+                Some(1),
+                format!(
+                    "missing column `{name}` (columns are: {})",
+                    headers.join(", ")
+                ),
+            )
         })
     };
     let (c_exam, c_patient, c_split) = (col("exam_id")?, col("patient_id")?, col("split")?);
-    let mut out = SplitFile { path: path.to_path_buf(), ..Default::default() };
+    let mut out = SplitFile {
+        path: path.to_path_buf(),
+        ..Default::default()
+    };
     let mut rec = csv::ByteRecord::new();
     loop {
         match rdr.read_byte_record(&mut rec) {
@@ -96,7 +114,11 @@ pub fn read_split_csv(path: &Path) -> Result<SplitFile> {
         let id = |c: usize, name: &str| {
             parse_int(field(c)).ok_or_else(|| {
                 let raw = String::from_utf8_lossy(field(c)).into_owned();
-                Error::csv(path, line, format!("column `{name}`: `{raw}` is not an integer id"))
+                Error::csv(
+                    path,
+                    line,
+                    format!("column `{name}`: `{raw}` is not an integer id"),
+                )
             })
         };
         out.exam_id.push(ExamId(id(c_exam, "exam_id")?));
@@ -115,17 +137,24 @@ impl SplitFile {
     /// patient must be in one split.
     pub fn align(&self, table: &ExamTable) -> Result<SplitAssignment> {
         let err = |msg: String| Error::Dataset(format!("{}: {msg}", self.path.display()));
-        let mut by_exam: Vec<(ExamId, u32)> =
-            self.exam_id.iter().enumerate().map(|(i, &e)| (e, i as u32)).collect();
+        let mut by_exam: Vec<(ExamId, u32)> = self
+            .exam_id
+            .iter()
+            .enumerate()
+            .map(|(i, &e)| (e, i as u32))
+            .collect();
         by_exam.sort_unstable();
         if let Some(w) = by_exam.windows(2).find(|w| w[0].0 == w[1].0) {
             return Err(err(format!("exam {} is listed twice", w[0].0)));
         }
         let mut split = Vec::with_capacity(table.len());
         for (&e, &p) in table.exam_id.iter().zip(&table.patient_id) {
-            let i = by_exam
-                .binary_search_by_key(&e, |&(x, _)| x)
-                .map_err(|_| err(format!("exam {e} of {} is not in the split", table.path.display())))?;
+            let i = by_exam.binary_search_by_key(&e, |&(x, _)| x).map_err(|_| {
+                err(format!(
+                    "exam {e} of {} is not in the split",
+                    table.path.display()
+                ))
+            })?;
             let i = by_exam[i].1 as usize;
             if self.patient_id[i] != p {
                 return Err(err(format!(
@@ -143,7 +172,11 @@ impl SplitFile {
                 table.path.display()
             )));
         }
-        let mut a = SplitAssignment { split, patients: [0; 3], unmatched_pins: 0 };
+        let mut a = SplitAssignment {
+            split,
+            patients: [0; 3],
+            unmatched_pins: 0,
+        };
         a.patients = a.check(table)?;
         Ok(a)
     }
@@ -169,16 +202,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("split.csv");
         let t = table();
-        let a = assign(&t, &SplitStrategy::Hash, 0, Fractions::new(0.4, 0.2).unwrap()).unwrap();
+        let a = assign(
+            &t,
+            &SplitStrategy::Hash,
+            0,
+            Fractions::new(0.4, 0.2).unwrap(),
+        )
+        .unwrap();
         write_split_csv(&path, &t, &a).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "exam_id,patient_id,split");
         assert_eq!(lines[5], format!("15,-5,{}", a.split[4]));
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
         let back = read_split_csv(&path).unwrap();
         assert_eq!(back.exam_id, t.exam_id);
-        assert_eq!(back.align(&t).unwrap(), SplitAssignment { unmatched_pins: 0, ..a });
+        assert_eq!(
+            back.align(&t).unwrap(),
+            SplitAssignment {
+                unmatched_pins: 0,
+                ..a
+            }
+        );
     }
 
     #[test]
@@ -186,20 +235,42 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = table();
         let cases = [
-            ("missing.csv", "exam_id,patient_id,split\n11,3,test\n12,1,train\n", "exam 13 of exams.csv is not in the split"),
-            ("moved.csv", "exam_id,patient_id,split\n11,3,test\n12,1,train\n13,3,train\n14,2,train\n15,-5,test\n", "patient 3 is in two splits"),
-            ("other.csv", "exam_id,patient_id,split\n11,4,test\n12,1,train\n13,3,test\n14,2,train\n15,-5,test\n", "exam 11 belongs to patient 4"),
-            ("extra.csv", "split,exam_id,patient_id\ntest,11,3\ntrain,12,1\ntest,13,3\ntrain,14,2\ntest,15,-5\ntest,16,9\n", "1 exams are not in"),
+            (
+                "missing.csv",
+                "exam_id,patient_id,split\n11,3,test\n12,1,train\n",
+                "exam 13 of exams.csv is not in the split",
+            ),
+            (
+                "moved.csv",
+                "exam_id,patient_id,split\n11,3,test\n12,1,train\n13,3,train\n14,2,train\n15,-5,test\n",
+                "patient 3 is in two splits",
+            ),
+            (
+                "other.csv",
+                "exam_id,patient_id,split\n11,4,test\n12,1,train\n13,3,test\n14,2,train\n15,-5,test\n",
+                "exam 11 belongs to patient 4",
+            ),
+            (
+                "extra.csv",
+                "split,exam_id,patient_id\ntest,11,3\ntrain,12,1\ntest,13,3\ntrain,14,2\ntest,15,-5\ntest,16,9\n",
+                "1 exams are not in",
+            ),
         ];
         for (name, text, want) in cases {
             let p = dir.path().join(name);
             std::fs::write(&p, text).unwrap();
-            let err = read_split_csv(&p).and_then(|f| f.align(&t)).unwrap_err().to_string();
+            let err = read_split_csv(&p)
+                .and_then(|f| f.align(&t))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{name}: {err}");
         }
         let p = dir.path().join("bad.csv");
         std::fs::write(&p, "exam_id,patient_id,split\n11,3,holdout\n").unwrap();
         let err = read_split_csv(&p).unwrap_err().to_string();
-        assert!(err.contains("bad.csv") && err.contains("line 2") && err.contains("`holdout`"), "{err}");
+        assert!(
+            err.contains("bad.csv") && err.contains("line 2") && err.contains("`holdout`"),
+            "{err}"
+        );
     }
 }

@@ -20,7 +20,9 @@ impl PinList {
     pub fn read(spec: &PinSpec) -> Result<Self> {
         let path = spec.path.as_path();
         if path.as_os_str().is_empty() {
-            return Err(Error::Config("strategy `file` needs a pin file (--pin-file)".into()));
+            return Err(Error::Config(
+                "strategy `file` needs a pin file (--pin-file)".into(),
+            ));
         }
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let mut rdr = csv::ReaderBuilder::new()
@@ -30,15 +32,27 @@ impl PinList {
             .byte_headers()
             .map_err(|e| Error::csv(path, None, e))?
             .iter()
-            .map(|h| String::from_utf8_lossy(h).trim().trim_start_matches('\u{feff}').to_string())
+            .map(|h| {
+                String::from_utf8_lossy(h)
+                    .trim()
+                    .trim_start_matches('\u{feff}')
+                    .to_string()
+            })
             .collect();
-        let c_id = headers.iter().position(|h| *h == spec.column).ok_or_else(|| {
-            Error::csv(
-                path,
-                Some(1),
-                format!("missing column `{}` (columns are: {})", spec.column, headers.join(", ")),
-            )
-        })?;
+        let c_id = headers
+            .iter()
+            .position(|h| *h == spec.column)
+            .ok_or_else(|| {
+                Error::csv(
+                    path,
+                    Some(1),
+                    format!(
+                        "missing column `{}` (columns are: {})",
+                        spec.column,
+                        headers.join(", ")
+                    ),
+                )
+            })?;
         let c_split = headers.iter().position(|h| *h == spec.split_column);
 
         // (patient, split, line) for every row, then sorted and merged.
@@ -66,7 +80,11 @@ impl PinList {
             let split = match c_split.and_then(|c| rec.get(c)).map(|b| b.trim_ascii()) {
                 None | Some(b"") => spec.split,
                 Some(raw) => String::from_utf8_lossy(raw).parse::<Split>().map_err(|e| {
-                    Error::csv(path, Some(line), format!("column `{}`: {e}", spec.split_column))
+                    Error::csv(
+                        path,
+                        Some(line),
+                        format!("column `{}`: {e}", spec.split_column),
+                    )
                 })?,
             };
             rows.push((id, split, line));
@@ -123,7 +141,10 @@ mod tests {
     }
 
     fn spec(path: PathBuf) -> PinSpec {
-        PinSpec { path, ..Default::default() }
+        PinSpec {
+            path,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -137,7 +158,11 @@ mod tests {
         let pins = PinList::read(&spec(p)).unwrap();
         assert_eq!(
             pins.pins,
-            vec![(PatientId(10), Split::Test), (PatientId(20), Split::Train), (PatientId(30), Split::Valid)]
+            vec![
+                (PatientId(10), Split::Test),
+                (PatientId(20), Split::Train),
+                (PatientId(30), Split::Valid)
+            ]
         );
         let (found, unmatched) = pins.lookup(&[5, 10, 30, 40].map(PatientId));
         assert_eq!(found, [None, Some(Split::Test), Some(Split::Valid), None]);
@@ -148,13 +173,27 @@ mod tests {
     fn conflicts_and_bad_values_name_the_problem() {
         let dir = tempfile::tempdir().unwrap();
         let cases = [
-            ("conflict.csv", "patient_id,split\n7,test\n8,train\n7,train\n", "patient 7 is pinned to test on line 2 and to train on line 4"),
+            (
+                "conflict.csv",
+                "patient_id,split\n7,test\n8,train\n7,train\n",
+                "patient 7 is pinned to test on line 2 and to train on line 4",
+            ),
             ("nocol.csv", "id\n7\n", "missing column `patient_id`"),
-            ("badid.csv", "patient_id\nseven\n", "`seven` is not an integer id"),
-            ("badsplit.csv", "patient_id,split\n7,dev\n", "`dev` is not a split"),
+            (
+                "badid.csv",
+                "patient_id\nseven\n",
+                "`seven` is not an integer id",
+            ),
+            (
+                "badsplit.csv",
+                "patient_id,split\n7,dev\n",
+                "`dev` is not a split",
+            ),
         ];
         for (name, text, want) in cases {
-            let err = PinList::read(&spec(write(dir.path(), name, text))).unwrap_err().to_string();
+            let err = PinList::read(&spec(write(dir.path(), name, text)))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(name) && err.contains(want), "{name}: {err}");
         }
         let err = PinList::read(&PinSpec::default()).unwrap_err().to_string();

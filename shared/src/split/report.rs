@@ -32,7 +32,11 @@ impl SplitReport {
         let mut exams = [0usize; 3];
         let mut age_bins = [[0usize; N_BINS]; 3];
         for (&s, &age) in assignment.split.iter().zip(&table.age) {
-            let bin = if age.is_nan() { N_BINS - 1 } else { ((age.max(0.0) / 10.0) as usize).min(10) };
+            let bin = if age.is_nan() {
+                N_BINS - 1
+            } else {
+                ((age.max(0.0) / 10.0) as usize).min(10)
+            };
             exams[s.index()] += 1;
             age_bins[s.index()][bin] += 1;
         }
@@ -50,7 +54,7 @@ fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -59,14 +63,22 @@ fn thousands(n: usize) -> String {
 }
 
 fn percent(part: usize, whole: usize) -> f64 {
-    if whole == 0 { 0.0 } else { 100.0 * part as f64 / whole as f64 }
+    if whole == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / whole as f64
+    }
 }
 
 impl fmt::Display for SplitReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let total_p: usize = self.patients.iter().sum();
         let total_e: usize = self.exams.iter().sum();
-        writeln!(f, "{:<8}{:>12}{:>8}{:>12}{:>8}", "split", "patients", "", "exams", "")?;
+        writeln!(
+            f,
+            "{:<8}{:>12}{:>8}{:>12}{:>8}",
+            "split", "patients", "", "exams", ""
+        )?;
         for s in Split::ALL {
             let (p, e) = (self.patients[s.index()], self.exams[s.index()]);
             writeln!(
@@ -79,17 +91,35 @@ impl fmt::Display for SplitReport {
                 percent(e, total_e)
             )?;
         }
-        writeln!(f, "{:<8}{:>12}{:>8}{:>12}", "total", thousands(total_p), "", thousands(total_e))?;
+        writeln!(
+            f,
+            "{:<8}{:>12}{:>8}{:>12}",
+            "total",
+            thousands(total_p),
+            "",
+            thousands(total_e)
+        )?;
         if self.unmatched_pins > 0 {
-            writeln!(f, "pinned patients without exams in the table: {}", thousands(self.unmatched_pins))?;
+            writeln!(
+                f,
+                "pinned patients without exams in the table: {}",
+                thousands(self.unmatched_pins)
+            )?;
         }
 
         writeln!(f, "\nage at exam (share of the split's exams)")?;
         let shares: Vec<[f64; N_BINS]> = Split::ALL
             .iter()
-            .map(|s| std::array::from_fn(|b| percent(self.age_bins[s.index()][b], self.exams[s.index()])))
+            .map(|s| {
+                std::array::from_fn(|b| percent(self.age_bins[s.index()][b], self.exams[s.index()]))
+            })
             .collect();
-        let top = shares.iter().flatten().copied().fold(0.0f64, f64::max).max(1e-9);
+        let top = shares
+            .iter()
+            .flatten()
+            .copied()
+            .fold(0.0f64, f64::max)
+            .max(1e-9);
         write!(f, "{:<8}", "age")?;
         for s in Split::ALL {
             write!(f, "  {:<width$}", s.as_str(), width = BAR + 7)?;
@@ -129,7 +159,13 @@ mod tests {
             ..Default::default()
         };
         let a = SplitAssignment {
-            split: vec![Split::Train, Split::Train, Split::Test, Split::Valid, Split::Test],
+            split: vec![
+                Split::Train,
+                Split::Train,
+                Split::Test,
+                Split::Valid,
+                Split::Test,
+            ],
             patients: [1, 1, 2],
             unmatched_pins: 0,
         };
@@ -142,7 +178,11 @@ mod tests {
         assert_eq!(r.age_bins[Split::Valid.index()][11], 1);
         let text = r.to_string();
         assert!(text.contains("missing"), "{text}");
-        assert!(text.lines().any(|l| l.starts_with("test") && l.contains("50.0%")), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("test") && l.contains("50.0%")),
+            "{text}"
+        );
         assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(thousands(999), "999");
     }

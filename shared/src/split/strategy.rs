@@ -98,7 +98,9 @@ mod tests {
         assert_eq!(json, "\"age-balanced\"");
         let pinned: SplitStrategy =
             serde_json::from_str(r#"{"file": {"path": "pins.csv", "split": "valid"}}"#).unwrap();
-        let SplitStrategy::File(spec) = pinned else { panic!("not file: {pinned:?}") };
+        let SplitStrategy::File(spec) = pinned else {
+            panic!("not file: {pinned:?}")
+        };
         assert_eq!(spec.path, PathBuf::from("pins.csv"));
         assert_eq!(spec.split, Split::Valid);
         assert_eq!(spec.column, "patient_id");

@@ -154,7 +154,13 @@ impl Cohort {
 
     /// The exams of the whole cohort in CSV order, patient by patient.
     pub fn exams(&self) -> CohortExams<'_> {
-        CohortExams { cohort: self, next_patient: 0, next_index: 0, buf: Vec::new(), pos: 0 }
+        CohortExams {
+            cohort: self,
+            next_patient: 0,
+            next_index: 0,
+            buf: Vec::new(),
+            pos: 0,
+        }
     }
 }
 
@@ -166,7 +172,10 @@ fn draw_outcome(bio0: f64, rng: &mut SynthRng) -> Outcome {
     let censor_t = rng.random_range(0.1..7.3);
     let t = death_t.min(censor_t);
     let days = (t * 365.0).ceil().max(1.0);
-    Outcome { death: death_t <= censor_t, timey: days / 365.0 }
+    Outcome {
+        death: death_t <= censor_t,
+        timey: days / 365.0,
+    }
 }
 
 /// Iterator over the exams of a [`Cohort`] in CSV order.
@@ -189,7 +198,8 @@ impl Iterator for CohortExams<'_> {
             }
             self.buf.clear();
             self.pos = 0;
-            self.cohort.patient_exams(self.next_patient, self.next_index, &mut self.buf);
+            self.cohort
+                .patient_exams(self.next_patient, self.next_index, &mut self.buf);
             self.next_patient += 1;
             self.next_index += self.buf.len() as u64;
         }
@@ -210,8 +220,15 @@ mod tests {
         assert_eq!(exams.len() as u64, c.total_exams());
         let ids: HashSet<i64> = exams.iter().map(|e| e.exam_id).collect();
         assert_eq!(ids.len(), exams.len());
-        assert!(exams.iter().all(|e| (100_000..10_000_000).contains(&e.exam_id)));
-        assert!(exams.iter().all(|e| (16..=100).contains(&e.age)), "ages within 16..=100");
+        assert!(
+            exams
+                .iter()
+                .all(|e| (100_000..10_000_000).contains(&e.exam_id))
+        );
+        assert!(
+            exams.iter().all(|e| (16..=100).contains(&e.age)),
+            "ages within 16..=100"
+        );
         let mut by_patient: HashMap<i64, Vec<&ExamPlan>> = HashMap::new();
         for (i, e) in exams.iter().enumerate() {
             assert_eq!(e.index, i as u64);
@@ -221,9 +238,15 @@ mod tests {
         for es in by_patient.values() {
             assert!((1..=4).contains(&es.len()));
             assert!(es[0].outcome.is_some() && es[1..].iter().all(|e| e.outcome.is_none()));
-            assert!(es.windows(2).all(|w| w[0].age <= w[1].age && w[1].index == w[0].index + 1));
+            assert!(
+                es.windows(2)
+                    .all(|w| w[0].age <= w[1].age && w[1].index == w[0].index + 1)
+            );
             let gap = es[0].bio_age - es[0].age as f64;
-            assert!(es.iter().all(|e| (e.bio_age - e.age as f64 - gap).abs() < 1e-9));
+            assert!(
+                es.iter()
+                    .all(|e| (e.bio_age - e.age as f64 - gap).abs() < 1e-9)
+            );
         }
     }
 
@@ -235,9 +258,15 @@ mod tests {
         let ages: Vec<f64> = exams.iter().map(|e| e.age as f64).collect();
         let mean = ages.iter().sum::<f64>() / n;
         let sd = (ages.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / n).sqrt();
-        assert!((49.0..56.0).contains(&mean) && (14.0..20.0).contains(&sd), "age {mean} +- {sd}");
+        assert!(
+            (49.0..56.0).contains(&mean) && (14.0..20.0).contains(&sd),
+            "age {mean} +- {sd}"
+        );
         let per_patient = n / 20_000.0;
-        assert!((1.4..1.56).contains(&per_patient), "{per_patient} exams a patient");
+        assert!(
+            (1.4..1.56).contains(&per_patient),
+            "{per_patient} exams a patient"
+        );
         let outcomes: Vec<Outcome> = exams.iter().filter_map(|e| e.outcome).collect();
         let died = outcomes.iter().filter(|o| o.death).count() as f64 / outcomes.len() as f64;
         assert!((0.02..0.05).contains(&died), "death fraction {died}");
@@ -249,14 +278,27 @@ mod tests {
     fn older_looking_patients_die_more_at_equal_age() {
         let c = Cohort::new(40_000, 3);
         let (mut older, mut younger) = ([0u32; 2], [0u32; 2]);
-        for e in c.exams().filter(|e| e.outcome.is_some() && (55..=75).contains(&e.age)) {
-            let o = e.outcome.unwrap_or(Outcome { death: false, timey: 0.0 });
-            let cell = if e.bio_age > e.age as f64 { &mut older } else { &mut younger };
+        for e in c
+            .exams()
+            .filter(|e| e.outcome.is_some() && (55..=75).contains(&e.age))
+        {
+            let o = e.outcome.unwrap_or(Outcome {
+                death: false,
+                timey: 0.0,
+            });
+            let cell = if e.bio_age > e.age as f64 {
+                &mut older
+            } else {
+                &mut younger
+            };
             cell[0] += 1;
             cell[1] += o.death as u32;
         }
         let rate = |c: [u32; 2]| c[1] as f64 / c[0] as f64;
-        assert!(rate(older) > 1.8 * rate(younger), "{older:?} vs {younger:?}");
+        assert!(
+            rate(older) > 1.8 * rate(younger),
+            "{older:?} vs {younger:?}"
+        );
     }
 
     #[test]

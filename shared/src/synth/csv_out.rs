@@ -41,7 +41,10 @@ impl CsvOut {
     /// Creates (truncates) `path` and writes the header.
     pub(crate) fn create(path: &Path) -> Result<Self> {
         let file = File::create(path).map_err(|e| Error::io(path, e))?;
-        let mut w = CsvOut { path: path.to_path_buf(), out: BufWriter::with_capacity(1 << 16, file) };
+        let mut w = CsvOut {
+            path: path.to_path_buf(),
+            out: BufWriter::with_capacity(1 << 16, file),
+        };
         let header = CSV_COLUMNS.join(",");
         writeln!(w.out, "{header}").map_err(|e| Error::io(path, e))?;
         Ok(w)
@@ -79,7 +82,10 @@ impl CsvOut {
     /// Flushes and closes the file.
     pub(crate) fn finish(mut self) -> Result<()> {
         self.out.flush().map_err(|e| Error::io(&self.path, e))?;
-        self.out.get_ref().sync_all().map_err(|e| Error::io(&self.path, e))
+        self.out
+            .get_ref()
+            .sync_all()
+            .map_err(|e| Error::io(&self.path, e))
     }
 }
 

@@ -1,8 +1,9 @@
 //! The cardiac dipole model: one beat is a sum of waves (P, Q, R, S, T and, with a bundle branch
 //! block, extra QRS lobes), each a Gaussian in time times a fixed 3-D vector. A lead records the
 //! projection of the dipole on its direction. Only eight leads are independent: I and II (the
-//! frontal plane) and V1..V6 (the horizontal plane); III, aVR, aVL and aVF are derived from I and
-//! II by the Einthoven and Goldberger identities, so those hold exactly.
+//! frontal plane) and V1..V6 (chest leads, mostly in the horizontal plane); III, aVR, aVL and
+//! aVF are derived from I and II by the Einthoven and Goldberger identities, so those hold
+//! exactly.
 //!
 //! Axes: x toward the patient's left, y inferior (toward the feet), z anterior.
 use rand::Rng;
@@ -21,7 +22,10 @@ pub(crate) type Vec3 = [f32; 3];
 const PRECORDIAL_GAIN: f32 = 1.4;
 
 /// Horizontal-plane angles of V1..V6 from the patient's left toward anterior, degrees.
-const PRECORDIAL_ANGLES_DEG: [f32; 6] = [115.0, 95.0, 75.0, 55.0, 25.0, 0.0];
+const PRECORDIAL_ANGLES_DEG: [f32; 6] = [120.0, 100.0, 80.0, 60.0, 35.0, 10.0];
+
+/// Inferior components of V1..V6: the lateral chest electrodes sit below the heart's centre.
+const PRECORDIAL_INFERIOR: [f32; 6] = [0.0, 0.0, 0.15, 0.3, 0.35, 0.35];
 
 /// Projection directions of the independent leads, in the order I, II, V1..V6.
 pub(crate) fn lead_directions() -> [Vec3; N_INDEPENDENT] {
@@ -31,7 +35,12 @@ pub(crate) fn lead_directions() -> [Vec3; N_INDEPENDENT] {
     d[1] = [c60, s60, 0.0];
     for (k, a) in PRECORDIAL_ANGLES_DEG.iter().enumerate() {
         let (s, c) = a.to_radians().sin_cos();
-        d[2 + k] = [PRECORDIAL_GAIN * c, 0.0, PRECORDIAL_GAIN * s];
+        let y = PRECORDIAL_INFERIOR[k];
+        d[2 + k] = [
+            PRECORDIAL_GAIN * c,
+            PRECORDIAL_GAIN * y,
+            PRECORDIAL_GAIN * s,
+        ];
     }
     d
 }
@@ -88,7 +97,7 @@ pub(crate) fn beat_waves(p: &EcgParams, rng: &mut SynthRng) -> Vec<Wave> {
     let mut n = || rng.sample::<f32, _>(StandardNormal);
     let qrs = p.qrs_ms / 1000.0;
     let onset = -0.45 * qrs;
-    let tilt = -0.35 + 0.1 * n();
+    let tilt = -0.15 + 0.1 * n();
     let r_dir = frontal(p.axis_deg, tilt);
     let mut waves = Vec::with_capacity(8);
     if p.rhythm == Rhythm::Sinus {
@@ -104,25 +113,61 @@ pub(crate) fn beat_waves(p: &EcgParams, rng: &mut SynthRng) -> Vec<Wave> {
     match p.conduction {
         Conduction::Normal => {
             let q_dir = [-0.5, 0.3 + 0.1 * n(), 0.8];
-            let s_dir = [-0.4 + 0.1 * n(), -0.6, -0.7];
-            waves.push(Wave { centre_s: -0.3 * qrs, sigma_s: 0.07 * qrs, vector: scaled(q_dir, 0.12 * r) });
-            waves.push(Wave { centre_s: 0.0, sigma_s: 0.1 * qrs, vector: scaled(r_dir, r) });
-            waves.push(Wave { centre_s: 0.28 * qrs, sigma_s: 0.08 * qrs, vector: scaled(s_dir, 0.35 * r) });
+            let s_dir = [-0.2 + 0.1 * n(), -0.5, -0.8];
+            waves.push(Wave {
+                centre_s: -0.3 * qrs,
+                sigma_s: 0.07 * qrs,
+                vector: scaled(q_dir, 0.12 * r),
+            });
+            waves.push(Wave {
+                centre_s: 0.0,
+                sigma_s: 0.1 * qrs,
+                vector: scaled(r_dir, r),
+            });
+            waves.push(Wave {
+                centre_s: 0.28 * qrs,
+                sigma_s: 0.08 * qrs,
+                vector: scaled(s_dir, 0.35 * r),
+            });
         }
         Conduction::RightBundleBranchBlock => {
             // Normal early activation, then a slow rightward, anterior right-ventricular lobe.
             let q_dir = [-0.5, 0.3, 0.8];
             let late = [-0.6, 0.1 + 0.1 * n(), 0.8];
-            waves.push(Wave { centre_s: -0.3 * qrs, sigma_s: 0.06 * qrs, vector: scaled(q_dir, 0.12 * r) });
-            waves.push(Wave { centre_s: -0.12 * qrs, sigma_s: 0.08 * qrs, vector: scaled(r_dir, r) });
-            waves.push(Wave { centre_s: 0.1 * qrs, sigma_s: 0.06 * qrs, vector: scaled([-0.3, -0.4, -0.8], 0.3 * r) });
-            waves.push(Wave { centre_s: 0.3 * qrs, sigma_s: 0.09 * qrs, vector: scaled(late, 0.6 * r) });
+            waves.push(Wave {
+                centre_s: -0.3 * qrs,
+                sigma_s: 0.06 * qrs,
+                vector: scaled(q_dir, 0.12 * r),
+            });
+            waves.push(Wave {
+                centre_s: -0.12 * qrs,
+                sigma_s: 0.08 * qrs,
+                vector: scaled(r_dir, r),
+            });
+            waves.push(Wave {
+                centre_s: 0.1 * qrs,
+                sigma_s: 0.06 * qrs,
+                vector: scaled([-0.3, -0.4, -0.8], 0.3 * r),
+            });
+            waves.push(Wave {
+                centre_s: 0.3 * qrs,
+                sigma_s: 0.09 * qrs,
+                vector: scaled(late, 0.6 * r),
+            });
         }
         Conduction::LeftBundleBranchBlock => {
             // No septal q; a broad, notched leftward and posterior activation.
             let left = [0.8, 0.25 + 0.1 * n(), -0.6];
-            waves.push(Wave { centre_s: -0.14 * qrs, sigma_s: 0.1 * qrs, vector: scaled(left, 1.05 * r) });
-            waves.push(Wave { centre_s: 0.14 * qrs, sigma_s: 0.11 * qrs, vector: scaled(left, 1.15 * r) });
+            waves.push(Wave {
+                centre_s: -0.2 * qrs,
+                sigma_s: 0.1 * qrs,
+                vector: scaled(left, 1.05 * r),
+            });
+            waves.push(Wave {
+                centre_s: 0.2 * qrs,
+                sigma_s: 0.11 * qrs,
+                vector: scaled(left, 1.15 * r),
+            });
         }
     }
     let qt = p.qt_ms / 1000.0;
@@ -134,8 +179,16 @@ pub(crate) fn beat_waves(p: &EcgParams, rng: &mut SynthRng) -> Vec<Wave> {
         _ => frontal(p.axis_deg - 10.0 + 15.0 * n(), 0.3),
     };
     // An asymmetric T: a slow upstroke and a faster downstroke.
-    waves.push(Wave { centre_s: t_end - 3.3 * t_sigma, sigma_s: t_sigma, vector: scaled(t_dir, 0.7 * p.t_amp_mv) });
-    waves.push(Wave { centre_s: t_end - 2.3 * t_sigma, sigma_s: 0.7 * t_sigma, vector: scaled(t_dir, 0.55 * p.t_amp_mv) });
+    waves.push(Wave {
+        centre_s: t_end - 3.3 * t_sigma,
+        sigma_s: t_sigma,
+        vector: scaled(t_dir, 0.7 * p.t_amp_mv),
+    });
+    waves.push(Wave {
+        centre_s: t_end - 2.3 * t_sigma,
+        sigma_s: 0.7 * t_sigma,
+        vector: scaled(t_dir, 0.55 * p.t_amp_mv),
+    });
     waves
 }
 
@@ -161,8 +214,14 @@ impl BeatTemplate {
     pub fn render(&mut self, waves: &[Wave]) {
         let dirs = lead_directions();
         let fs = SAMPLE_RATE_HZ;
-        let start = waves.iter().map(|w| w.centre_s - 4.0 * w.sigma_s).fold(0.0f32, f32::min);
-        let end = waves.iter().map(|w| w.centre_s + 4.0 * w.sigma_s).fold(0.0f32, f32::max);
+        let start = waves
+            .iter()
+            .map(|w| w.centre_s - 4.0 * w.sigma_s)
+            .fold(0.0f32, f32::min);
+        let end = waves
+            .iter()
+            .map(|w| w.centre_s + 4.0 * w.sigma_s)
+            .fold(0.0f32, f32::max);
         self.r_index = (-start * fs).ceil() as usize;
         self.len = self.r_index + (end * fs).ceil() as usize + 1;
         self.samples.clear();
@@ -202,25 +261,131 @@ mod tests {
                 std::array::from_fn(|l| dirs[l][0] * v[0] + dirs[l][1] * v[1]);
             let twelve = twelve_leads(&ind);
             let k = 3f32.sqrt() / 2.0;
-            for (lead, angle, gain) in
-                [(0, 0.0, 1.0), (1, 60.0, 1.0), (2, 120.0, 1.0), (3, -150.0, k), (4, -30.0, k), (5, 90.0, k)]
-            {
+            for (lead, angle, gain) in [
+                (0, 0.0, 1.0),
+                (1, 60.0, 1.0),
+                (2, 120.0, 1.0),
+                (3, -150.0, k),
+                (4, -30.0, k),
+                (5, 90.0, k),
+            ] {
                 let want = gain * (deg - angle as f32).to_radians().cos();
-                assert!((twelve[lead] - want).abs() < 1e-5, "lead {lead} at {deg} deg");
+                assert!(
+                    (twelve[lead] - want).abs() < 1e-5,
+                    "lead {lead} at {deg} deg"
+                );
             }
         }
     }
 
     #[test]
     fn template_peaks_at_the_r_wave() {
-        let waves = [Wave { centre_s: 0.0, sigma_s: 0.01, vector: [1.0, 0.0, 0.0] }];
+        let waves = [Wave {
+            centre_s: 0.0,
+            sigma_s: 0.01,
+            vector: [1.0, 0.0, 0.0],
+        }];
         let mut t = BeatTemplate::default();
         t.render(&waves);
         let lead_i = t.lead(0);
-        let peak = lead_i.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i);
+        let peak = lead_i
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i);
         assert_eq!(peak, Some(t.r_index));
         assert!((lead_i[t.r_index] - 1.0).abs() < 1e-6);
         // Lead II sees the x component at cos 60.
         assert!((t.lead(1)[t.r_index] - 0.5).abs() < 1e-6);
+    }
+
+    fn params(conduction: Conduction, qrs_ms: f32, rhythm: Rhythm) -> EcgParams {
+        EcgParams {
+            rhythm,
+            conduction,
+            length: crate::synth::physiology::RecordLength::Seconds10,
+            heart_rate_bpm: 70.0,
+            pr_ms: 160.0,
+            qrs_ms,
+            qt_ms: 400.0,
+            p_amp_mv: 0.15,
+            r_amp_mv: 1.2,
+            t_amp_mv: 0.3,
+            axis_deg: 50.0,
+            rr_jitter: 0.0,
+            rr_respiratory: 0.0,
+        }
+    }
+
+    /// Width in ms of the contiguous run around the R peak where the spatial magnitude of the
+    /// independent leads exceeds 3 % of its largest value (where the QRS leaves the baseline).
+    fn qrs_width_ms(p: &EcgParams) -> f32 {
+        let mut t = BeatTemplate::default();
+        t.render(&beat_waves(
+            p,
+            &mut crate::synth::rng::stream(1, crate::synth::rng::Stream::Waveform, 0),
+        ));
+        let mag: Vec<f32> = (0..t.len)
+            .map(|i| {
+                (0..N_INDEPENDENT)
+                    .map(|l| t.lead(l)[i].powi(2))
+                    .sum::<f32>()
+                    .sqrt()
+            })
+            .collect();
+        let peak = mag.iter().fold(0f32, |m, &v| m.max(v));
+        let above = |i: &usize| mag[*i] > 0.03 * peak;
+        let lo = (0..=t.r_index).rev().take_while(above).count();
+        let hi = (t.r_index..t.len).take_while(above).count();
+        (lo + hi) as f32 * 1000.0 / SAMPLE_RATE_HZ
+    }
+
+    #[test]
+    fn rendered_qrs_width_agrees_with_the_labels() {
+        // The narrowest blocks drawn must look wide (>= 120 ms), the widest normal QRS not.
+        let normal = qrs_width_ms(&params(Conduction::Normal, 114.0, Rhythm::Sinus));
+        let rbbb = qrs_width_ms(&params(
+            Conduction::RightBundleBranchBlock,
+            126.0,
+            Rhythm::Sinus,
+        ));
+        let lbbb = qrs_width_ms(&params(
+            Conduction::LeftBundleBranchBlock,
+            130.0,
+            Rhythm::Sinus,
+        ));
+        assert!(normal < 120.0, "normal QRS {normal} ms");
+        assert!(
+            rbbb >= 120.0 && lbbb >= 120.0,
+            "RBBB {rbbb} ms, LBBB {lbbb} ms"
+        );
+        let narrow = qrs_width_ms(&params(Conduction::Normal, 80.0, Rhythm::Sinus));
+        assert!(
+            narrow < normal - 10.0,
+            "QRS width follows the parameter: {narrow} vs {normal}"
+        );
+    }
+
+    #[test]
+    fn atrial_fibrillation_has_no_p_wave() {
+        let mut rng = crate::synth::rng::stream(2, crate::synth::rng::Stream::Waveform, 0);
+        let qrs_onset = -0.45 * 0.095;
+        let before_qrs = |p: &EcgParams, rng: &mut SynthRng| {
+            beat_waves(p, rng)
+                .iter()
+                .filter(|w| w.centre_s < qrs_onset - 0.02)
+                .count()
+        };
+        assert_eq!(
+            before_qrs(&params(Conduction::Normal, 95.0, Rhythm::Sinus), &mut rng),
+            1
+        );
+        assert_eq!(
+            before_qrs(
+                &params(Conduction::Normal, 95.0, Rhythm::AtrialFibrillation),
+                &mut rng
+            ),
+            0
+        );
     }
 }

@@ -10,16 +10,17 @@
 //! as the oracle a perfect model would predict. The diagnosis columns follow from the rendered
 //! parameters. Tracings are rendered with a cardiac dipole model ([`dipole`], [`render`]).
 //!
-//! The output depends only on the number of patients and the seed: every patient and exam has
-//! its own random stream, and the rows are written in a fixed order whatever the number of
-//! threads.
+//! The patients, exams and tracings depend only on the number of patients and the seed (the
+//! part size only decides which part holds an exam and the row order within a part): every
+//! patient and exam has its own random stream, and the rows are written in a fixed order,
+//! whatever the number of threads.
 //!
 //! Layout:
 //! - [`cohort`]: patients, ages, ids, outcomes, exam parameters, in CSV order.
 //! - [`physiology`]: from biological age to ECG parameters and diagnosis labels.
 //! - [`dipole`]: lead geometry and the beat template.
 //! - [`render`]: a whole record (beats, rhythm, baseline wander, noise, padding).
-//! - [`csv_out`]: `exams.csv`.
+//! - [`csv_out`]: the writer of `exams.csv`.
 //! - [`pipeline`]: [`generate`], the threads and the in-order HDF5 writer.
 //! - [`rng`]: the random streams and the id permutation.
 use std::path::PathBuf;
@@ -50,7 +51,7 @@ pub const DEFAULT_EXAMS_PER_PART: usize = 20_000;
 pub struct SynthConfig {
     /// Number of patients (each has 1-4 exams).
     pub patients: u64,
-    /// Seed: the output is a function of (`patients`, `seed`) only.
+    /// Seed: the files are a function of (`patients`, `seed`, `exams_per_part`) only.
     pub seed: u64,
     /// Exams per HDF5 part (the last part holds the rest); each part has one more, padding row.
     pub exams_per_part: usize,
@@ -82,10 +83,14 @@ impl SynthConfig {
             )));
         }
         if self.exams_per_part == 0 {
-            return Err(Error::Config("synthetic cohort: exams_per_part must be at least 1".into()));
+            return Err(Error::Config(
+                "synthetic cohort: exams_per_part must be at least 1".into(),
+            ));
         }
         if self.threads == 0 {
-            return Err(Error::Config("synthetic cohort: threads must be at least 1".into()));
+            return Err(Error::Config(
+                "synthetic cohort: threads must be at least 1".into(),
+            ));
         }
         Ok(())
     }

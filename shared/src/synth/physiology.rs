@@ -20,7 +20,7 @@
 //! Atrial fibrillation has a prevalence of 0.25 % at 16 years that grows 5.5 % a year of bio age
 //! (capped at 35 %; 70 % on a later exam of a patient who had it). Right / left bundle branch
 //! blocks occur in 1.2 % x exp(0.5 z) / 0.5 % x exp(0.6 z) of exams and widen the QRS to
-//! 122-160 / 126-170 ms. The labels are those of CODE-15%: `1dAVb` = sinus with PR > 200 ms,
+//! 126-160 / 130-170 ms. The labels are those of CODE-15%: `1dAVb` = sinus with PR > 200 ms,
 //! `SB` = sinus below 50 bpm, `ST` = sinus above 100 bpm, `AF`, `RBBB`, `LBBB`.
 use rand::Rng;
 use rand_distr::StandardNormal;
@@ -174,8 +174,11 @@ pub fn af_probability(bio_age: f64, had_af: bool) -> f64 {
 pub fn draw(bio_age: f64, is_male: bool, had_af: bool, rng: &mut SynthRng) -> EcgParams {
     let z = z_age(bio_age);
     let male = if is_male { 1.0f32 } else { 0.0 };
-    let length =
-        if rng.random_bool(0.5) { RecordLength::Seconds7 } else { RecordLength::Seconds10 };
+    let length = if rng.random_bool(0.5) {
+        RecordLength::Seconds7
+    } else {
+        RecordLength::Seconds10
+    };
     let rhythm = if rng.random_bool(af_probability(bio_age, had_af)) {
         Rhythm::AtrialFibrillation
     } else {
@@ -197,8 +200,8 @@ pub fn draw(bio_age: f64, is_male: bool, had_af: bool, rng: &mut SynthRng) -> Ec
     let narrow = (90.0 + 4.0 * z + 4.0 * male + 8.0 * normal(rng)).clamp(66.0, 114.0);
     let qrs_ms = match conduction {
         Conduction::Normal => narrow,
-        Conduction::RightBundleBranchBlock => rng.random_range(122.0..160.0),
-        Conduction::LeftBundleBranchBlock => rng.random_range(126.0..170.0),
+        Conduction::RightBundleBranchBlock => rng.random_range(126.0..160.0),
+        Conduction::LeftBundleBranchBlock => rng.random_range(130.0..170.0),
     };
     let qtc_ms = (405.0 + 7.0 * z - 8.0 * male + 15.0 * normal(rng)).clamp(340.0, 500.0);
     // Bazett on the mean RR; a block lengthens depolarisation and hence QT by its extra width.
@@ -233,7 +236,9 @@ mod tests {
 
     fn draws(bio_age: f64, n: usize) -> Vec<EcgParams> {
         let mut rng = stream(3, Stream::Patient, bio_age as u64);
-        (0..n).map(|i| draw(bio_age, i % 2 == 0, false, &mut rng)).collect()
+        (0..n)
+            .map(|i| draw(bio_age, i.is_multiple_of(2), false, &mut rng))
+            .collect()
     }
 
     fn mean(xs: impl Iterator<Item = f32>) -> f32 {
@@ -252,7 +257,10 @@ mod tests {
             assert_eq!(d.avb1, sinus && p.pr_ms > 200.0);
             assert_eq!(d.rbbb || d.lbbb, p.qrs_ms >= 120.0, "qrs {} ms", p.qrs_ms);
             assert!(!(d.rbbb && d.lbbb));
-            assert_eq!(d.normal(), !(d.avb1 || d.rbbb || d.lbbb || d.sb || d.st || d.af));
+            assert_eq!(
+                d.normal(),
+                !(d.avb1 || d.rbbb || d.lbbb || d.sb || d.st || d.af)
+            );
         }
     }
 

@@ -53,19 +53,38 @@ struct Block {
 ///
 /// Refuses a non-empty `out_dir` unless `cfg.overwrite`; then it first removes the
 /// `exams.csv` and `exams_part*.hdf5` already there.
-pub fn generate(cfg: &SynthConfig, out_dir: &Path, mut progress: impl FnMut(&Progress)) -> Result<SynthSummary> {
+pub fn generate(
+    cfg: &SynthConfig,
+    out_dir: &Path,
+    mut progress: impl FnMut(&Progress),
+) -> Result<SynthSummary> {
     cfg.validate()?;
     prepare_out_dir(out_dir, cfg.overwrite)?;
     let start = Instant::now();
     let cohort = Cohort::new(cfg.patients, cfg.seed);
     let total = cohort.total_exams();
     let per_part = cfg.exams_per_part as u64;
-    let parts_total = u32::try_from(total.div_ceil(per_part))
-        .map_err(|_| Error::Config(format!("synthetic cohort: {total} exams make too many parts")))?;
+    let parts_total = u32::try_from(total.div_ceil(per_part)).map_err(|_| {
+        Error::Config(format!(
+            "synthetic cohort: {total} exams make too many parts"
+        ))
+    })?;
     let csv_path = out_dir.join("exams.csv");
     let mut csv = CsvOut::create(&csv_path)?;
-    let mut state = Progress { exams_done: 0, exams_total: total, parts_done: 0, parts_total };
-    let mut planner = Planner { cohort: &cohort, exams: cohort.exams(), out_dir, per_part, next_part: 0, deaths: 0 };
+    let mut state = Progress {
+        exams_done: 0,
+        exams_total: total,
+        parts_done: 0,
+        parts_total,
+    };
+    let mut planner = Planner {
+        cohort: &cohort,
+        exams: cohort.exams(),
+        out_dir,
+        per_part,
+        next_part: 0,
+        deaths: 0,
+    };
     let mut parts = Vec::new();
 
     std::thread::scope(|s| -> Result<()> {
@@ -172,7 +191,11 @@ impl Planner<'_> {
             self.deaths += e.outcome.is_some_and(|o| o.death) as u64;
         }
         let rows = row_order(exams.len(), self.cohort.seed(), index);
-        Ok(Some(Arc::new(PartPlan { path: self.out_dir.join(name), exams, rows })))
+        Ok(Some(Arc::new(PartPlan {
+            path: self.out_dir.join(name),
+            exams,
+            rows,
+        })))
     }
 }
 
@@ -225,7 +248,9 @@ fn write_blocks(
     mut on_written: impl FnMut(Option<PathBuf>, usize),
 ) -> Result<()> {
     let workers_gone = || Error::Dataset("synthetic cohort: the rendering threads stopped".into());
-    let mut pool: Vec<(Vec<f32>, Vec<i64>)> = (0..2 * cfg.threads + 2).map(|_| Default::default()).collect();
+    let mut pool: Vec<(Vec<f32>, Vec<i64>)> = (0..2 * cfg.threads + 2)
+        .map(|_| Default::default())
+        .collect();
     let mut dispatch: Option<(Arc<PartPlan>, usize)> = None;
     let mut planned_all = false;
     let (mut next_seq, mut write_seq, mut in_flight) = (0u64, 0u64, 0usize);
@@ -233,7 +258,10 @@ fn write_blocks(
     let mut writer: Option<TracingsWriter> = None;
     loop {
         while !pool.is_empty() && !planned_all {
-            if dispatch.as_ref().is_none_or(|(p, row)| *row == p.exams.len()) {
+            if dispatch
+                .as_ref()
+                .is_none_or(|(p, row)| *row == p.exams.len())
+            {
                 match planner.next_part(csv)? {
                     Some(p) => dispatch = Some((p, 0)),
                     None => {
@@ -242,10 +270,19 @@ fn write_blocks(
                     }
                 }
             }
-            let Some((part, row)) = dispatch.as_mut() else { break };
+            let Some((part, row)) = dispatch.as_mut() else {
+                break;
+            };
             let Some((data, ids)) = pool.pop() else { break };
             let n_rows = BLOCK_ROWS.min(part.exams.len() - *row);
-            let block = Block { part: Arc::clone(part), seq: next_seq, first_row: *row, n_rows, data, ids };
+            let block = Block {
+                part: Arc::clone(part),
+                seq: next_seq,
+                first_row: *row,
+                n_rows,
+                data,
+                ids,
+            };
             jobs.send(block).map_err(|_| workers_gone())?;
             *row += n_rows;
             next_seq += 1;
@@ -260,11 +297,16 @@ fn write_blocks(
         while let Some(mut block) = finished.remove(&write_seq) {
             let part = Arc::clone(&block.part);
             if block.first_row == 0 {
-                writer = Some(TracingsWriter::create(&part.path, part.exams.len() + 1, N_SAMPLES, N_LEADS)?);
+                writer = Some(TracingsWriter::create(
+                    &part.path,
+                    part.exams.len() + 1,
+                    N_SAMPLES,
+                    N_LEADS,
+                )?);
             }
-            let w = writer
-                .as_mut()
-                .ok_or_else(|| Error::hdf5(&part.path, "a block came before the part's first block"))?;
+            let w = writer.as_mut().ok_or_else(|| {
+                Error::hdf5(&part.path, "a block came before the part's first block")
+            })?;
             w.write_rows(block.first_row, &block.ids, &block.data)?;
             let end = block.first_row + block.n_rows;
             let mut closed = None;
@@ -290,11 +332,18 @@ mod tests {
     use super::*;
 
     fn config(patients: u64, seed: u64, threads: usize) -> SynthConfig {
-        SynthConfig { exams_per_part: 10, threads, ..SynthConfig::new(patients, seed) }
+        SynthConfig {
+            exams_per_part: 10,
+            threads,
+            ..SynthConfig::new(patients, seed)
+        }
     }
 
-    /// (csv text, per part: (exam_id, tracings)).
-    fn read_back(s: &SynthSummary) -> (String, Vec<(Vec<i64>, Vec<f32>)>) {
+    /// The `exam_id` and `tracings` datasets of a part.
+    type PartData = (Vec<i64>, Vec<f32>);
+
+    /// The CSV text and every part's data.
+    fn read_back(s: &SynthSummary) -> (String, Vec<PartData>) {
         let csv = std::fs::read_to_string(&s.csv).unwrap();
         let parts = s
             .parts
@@ -332,10 +381,16 @@ mod tests {
         let (csv, parts) = read_back(&s);
         assert_eq!(s.parts.len() as u64, s.exams.div_ceil(10));
         let last = calls.last().copied().unwrap();
-        assert_eq!((last.exams_done, last.parts_done as usize), (s.exams, s.parts.len()));
+        assert_eq!(
+            (last.exams_done, last.parts_done as usize),
+            (s.exams, s.parts.len())
+        );
         assert!(calls.windows(2).all(|w| w[0].exams_done < w[1].exams_done));
-        let csv_ids: Vec<i64> =
-            csv.lines().skip(1).map(|l| l.split(',').next().unwrap().parse().unwrap()).collect();
+        let csv_ids: Vec<i64> = csv
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap().parse().unwrap())
+            .collect();
         assert_eq!(csv_ids.len() as u64, s.exams);
         let mut at = 0;
         for (ids, data) in &parts {
@@ -346,11 +401,18 @@ mod tests {
             let mut sorted_h5 = ids[..n].to_vec();
             let mut sorted_csv = csv_ids[at..at + n].to_vec();
             if n >= 2 {
-                assert_ne!(&ids[..n], &csv_ids[at..at + n], "HDF5 order is not CSV order");
+                assert_ne!(
+                    &ids[..n],
+                    &csv_ids[at..at + n],
+                    "HDF5 order is not CSV order"
+                );
             }
             sorted_h5.sort();
             sorted_csv.sort();
-            assert_eq!(sorted_h5, sorted_csv, "part holds the next exams of the CSV");
+            assert_eq!(
+                sorted_h5, sorted_csv,
+                "part holds the next exams of the CSV"
+            );
             at += n;
         }
     }
@@ -367,9 +429,15 @@ mod tests {
         let file_as_dir = dir.path().join("notes.txt").join("sub");
         assert!(generate(&config(3, 1, 1), &file_as_dir, |_| {}).is_err());
 
-        let cfg = SynthConfig { overwrite: true, ..config(3, 1, 1) };
+        let cfg = SynthConfig {
+            overwrite: true,
+            ..config(3, 1, 1)
+        };
         let s = generate(&cfg, dir.path(), |_| {}).unwrap();
-        assert!(!dir.path().join("exams_part7.hdf5").exists(), "stale part removed");
+        assert!(
+            !dir.path().join("exams_part7.hdf5").exists(),
+            "stale part removed"
+        );
         assert!(dir.path().join("notes.txt").exists(), "other files kept");
         assert!(s.parts.iter().all(|p| p.exists()));
     }

@@ -38,7 +38,13 @@ impl Renderer {
     /// Renders the exam with parameters `p` and waveform stream `rng` into `out`
     /// (`N_SAMPLES * N_LEADS` values, sample-major). Without `noisy`, no baseline wander and no
     /// noise are added: the leads are exact projections of the dipole.
-    pub(crate) fn render(&mut self, p: &EcgParams, rng: &mut SynthRng, noisy: bool, out: &mut [f32]) {
+    pub(crate) fn render(
+        &mut self,
+        p: &EcgParams,
+        rng: &mut SynthRng,
+        noisy: bool,
+        out: &mut [f32],
+    ) {
         debug_assert_eq!(out.len(), N_SAMPLES * N_LEADS);
         let len = p.length.samples();
         let pad = p.length.pad(N_SAMPLES);
@@ -60,23 +66,28 @@ impl Renderer {
             }
             return;
         }
-        let freqs = [resp_hz, rng.random_range(0.03..0.1f32), rng.random_range(0.1..0.25f32)];
+        let freqs = [
+            resp_hz,
+            rng.random_range(0.03..0.1f32),
+            rng.random_range(0.1..0.25f32),
+        ];
         let wander_amp = [0.1f32, 0.25, 0.08];
         let noise_sd = rng.random_range(0.012..0.03f32);
         let leads: [LeadNoise; N_LEADS] = std::array::from_fn(|_| {
-            let mut ln = LeadNoise {
-                dc: 0.05 * rng.sample::<f32, _>(StandardNormal),
-                sin: [0.0; N_WANDER],
-                cos: [0.0; N_WANDER],
-                sd: noise_sd * rng.random_range(0.8..1.25f32),
-            };
-            for k in 0..N_WANDER {
+            let dc = 0.05 * rng.sample::<f32, _>(StandardNormal);
+            let sd = noise_sd * rng.random_range(0.8..1.25f32);
+            // a sin(w t + phi) = a cos(phi) sin(w t) + a sin(phi) cos(w t).
+            let wander: [(f32, f32); N_WANDER] = std::array::from_fn(|k| {
                 let a = wander_amp[k] * rng.random::<f32>();
                 let (s, c) = (TAU as f32 * rng.random::<f32>()).sin_cos();
-                ln.sin[k] = a * c;
-                ln.cos[k] = a * s;
+                (a * c, a * s)
+            });
+            LeadNoise {
+                dc,
+                sin: wander.map(|w| w.0),
+                cos: wander.map(|w| w.1),
+                sd,
             }
-            ln
         });
         // sin/cos of each wander frequency, advanced by rotation (exact enough over 4,000
         // steps in f64, and much cheaper than calling sin per sample and lead).
@@ -150,14 +161,23 @@ impl Renderer {
         let dirs = lead_directions();
         let amp = rng.random_range(0.03..0.09f32);
         let dir: Vec3 = [0.3, 0.4, 0.85];
-        let coef: [f32; N_INDEPENDENT] =
-            std::array::from_fn(|l| amp * (dirs[l][0] * dir[0] + dirs[l][1] * dir[1] + dirs[l][2] * dir[2]));
+        let coef: [f32; N_INDEPENDENT] = std::array::from_fn(|l| {
+            amp * (dirs[l][0] * dir[0] + dirs[l][1] * dir[1] + dirs[l][2] * dir[2])
+        });
         let waves: [(f32, f32, f32); 3] = std::array::from_fn(|_| {
             let w = TAU as f32 * rng.random_range(4.5..8.0f32) / SAMPLE_RATE_HZ;
-            (w, TAU as f32 * rng.random::<f32>(), rng.random_range(0.3..1.0f32))
+            (
+                w,
+                TAU as f32 * rng.random::<f32>(),
+                rng.random_range(0.3..1.0f32),
+            )
         });
         for t in 0..len {
-            let f: f32 = waves.iter().map(|(w, ph, a)| a * (w * t as f32 + ph).sin()).sum::<f32>() / 1.8;
+            let f: f32 = waves
+                .iter()
+                .map(|(w, ph, a)| a * (w * t as f32 + ph).sin())
+                .sum::<f32>()
+                / 1.8;
             for (l, k) in coef.iter().enumerate() {
                 self.work[l * len + t] += k * f;
             }
@@ -173,7 +193,12 @@ mod tests {
 
     fn params(i: u64) -> EcgParams {
         let mut rng = stream(11, Stream::Patient, i);
-        physiology::draw(30.0 + i as f64, i % 2 == 0, i % 5 == 0, &mut rng)
+        physiology::draw(
+            30.0 + i as f64,
+            i.is_multiple_of(2),
+            i.is_multiple_of(5),
+            &mut rng,
+        )
     }
 
     fn render(p: &EcgParams, seed: u64, noisy: bool) -> Vec<f32> {
@@ -251,9 +276,13 @@ mod tests {
             // R peaks on lead II: local maxima above half the largest value.
             let ii: Vec<f32> = out.chunks_exact(N_LEADS).map(|r| r[1]).collect();
             let top = ii.iter().fold(0f32, |m, &v| m.max(v));
-            let peaks =
-                (1..ii.len() - 1).filter(|&t| ii[t] > 0.5 * top && ii[t] >= ii[t - 1] && ii[t] > ii[t + 1]).count();
-            assert!((peaks as f32 - want).abs() <= 1.0, "{hr} bpm: {peaks} peaks in 10 s");
+            let peaks = (1..ii.len() - 1)
+                .filter(|&t| ii[t] > 0.5 * top && ii[t] >= ii[t - 1] && ii[t] > ii[t + 1])
+                .count();
+            assert!(
+                (peaks as f32 - want).abs() <= 1.0,
+                "{hr} bpm: {peaks} peaks in 10 s"
+            );
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Random streams of the generator. Every patient, exam and part has its own stream, seeded
-//! from `(seed, stream kind, index)`, so that the output depends only on the cohort size and the
-//! seed, never on the number of threads or the order in which work is done. Also: a fast
+//! from `(seed, stream kind, index)`, so that the output depends only on the cohort size, the
+//! seed and the part size, never on the number of threads or the order in which work is done. Also: a fast
 //! approximately normal draw for the per-sample noise, and a keyed pseudo-random permutation
 //! that turns consecutive indices into unique, random-looking ids.
 use rand::{RngCore, SeedableRng};
@@ -77,7 +77,11 @@ impl IdPermutation {
             k = mix64(k);
             k
         });
-        IdPermutation { domain, half_bits, keys }
+        IdPermutation {
+            domain,
+            half_bits,
+            keys,
+        }
     }
 
     fn feistel(&self, x: u64) -> u64 {
@@ -126,7 +130,10 @@ mod tests {
         let p = IdPermutation::new(9_900_000, 7);
         let ids: Vec<u64> = (0..100).map(|i| p.apply(i)).collect();
         let ascending = ids.windows(2).filter(|w| w[1] > w[0]).count();
-        assert!((20..80).contains(&ascending), "{ascending} of 99 steps ascend");
+        assert!(
+            (20..80).contains(&ascending),
+            "{ascending} of 99 steps ascend"
+        );
     }
 
     #[test]

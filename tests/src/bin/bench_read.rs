@@ -48,9 +48,16 @@ fn main() -> Result<()> {
     let table = ExamTable::read(&args.csv, &CsvColumns::default())?;
     let (index, report) = DatasetIndex::build(&table, &args.hdf5, &IndexOptions::default())?;
     eprintln!("{report}");
-    anyhow::ensure!(index.len() >= args.batch, "the index has {} exams, fewer than a batch", index.len());
+    anyhow::ensure!(
+        index.len() >= args.batch,
+        "the index has {} exams, fewer than a batch",
+        index.len()
+    );
     let reader = Arc::new(BatchReader::open(&index)?);
-    anyhow::ensure!(reader.all_direct(), "benchmark files should be contiguous (positioned reads)");
+    anyhow::ensure!(
+        reader.all_direct(),
+        "benchmark files should be contiguous (positioned reads)"
+    );
 
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(args.seed);
     let batches: Vec<Vec<usize>> = (0..args.batches)
