@@ -7,6 +7,7 @@
 #              get_splits (scripts/py/get_splits.py) + split.csv write; time after the imports
 #   pandas     a plain vectorised pandas patient split (read_csv, unique, permutation, map, to_csv);
 #              time after the imports
+#   pandas-usecols  the same reading only the columns it needs (usecols)
 # It also checks that our split.csv equals the seed port's byte for byte.
 #
 #   bash bench/split.sh              # data in out/bench-split/ (generated once)
@@ -24,7 +25,7 @@ bin="$root/target/release/coordinator"
 [ -f "$dir/exams.csv" ] || "$ECG_PYTHON" bench/make_big_csv.py --out "$dir/exams.csv"
 
 now() { date +%s.%N; }
-ours=() seed=() pandas=()
+ours=() seed=() pandas=() usecols=()
 for r in $(seq "$runs"); do
   t0=$(now)
   "$bin" split --csv "$dir/exams.csv" --strategy age-balanced --seed 0 --fractions 0.15,0.05 \
@@ -40,6 +41,10 @@ for r in $(seq "$runs"); do
   line=$("$ECG_PYTHON" bench/split_peers.py pandas "$dir/exams.csv" "$dir/split_pandas.csv")
   pandas+=("$(echo "$line" | awk '{print $2}')")
   echo "run $r pandas:    $line"
+
+  line=$("$ECG_PYTHON" bench/split_peers.py pandas-usecols "$dir/exams.csv" "$dir/split_pandas.csv")
+  usecols+=("$(echo "$line" | awk '{print $2}')")
+  echo "run $r pandas-usecols: $line"
 done
 
 if cmp -s "$dir/split_ours.csv" "$dir/split_seed.csv"; then
@@ -50,9 +55,11 @@ else
 fi
 cat "$dir/ours.log"
 
-"$ECG_PYTHON" - "${ours[*]}" "${seed[*]}" "${pandas[*]}" <<'EOF'
+"$ECG_PYTHON" - "${ours[*]}" "${seed[*]}" "${pandas[*]}" "${usecols[*]}" <<'EOF'
 import statistics, sys
-ours, seed, pandas = (statistics.median(map(float, a.split())) for a in sys.argv[1:4])
-print("median of %d runs: ours %.2f s, seed-port %.2f s, pandas %.2f s" % (len(sys.argv[1].split()), ours, seed, pandas))
-print("ratios: seed-port / ours = %.1fx, pandas / ours = %.1fx" % (seed / ours, pandas / ours))
+ours, seed, pandas, usecols = (statistics.median(map(float, a.split())) for a in sys.argv[1:5])
+print("median of %d runs: ours %.2f s, seed-port %.2f s, pandas %.2f s, pandas-usecols %.2f s"
+      % (len(sys.argv[1].split()), ours, seed, pandas, usecols))
+print("ratios: seed-port / ours = %.1fx, pandas / ours = %.1fx, pandas-usecols / ours = %.1fx"
+      % (seed / ours, pandas / ours, usecols / ours))
 EOF

@@ -22,11 +22,18 @@ mod tests {
 
     #[test]
     fn fingerprint_round_trips_through_the_wire_encoding() {
-        let fp = v1::DatasetFingerprint { digest: vec![7; 32], n_exams: 345_779, n_files: 18 };
+        let fp = v1::DatasetFingerprint {
+            digest: vec![7; 32],
+            n_exams: 345_779,
+            n_files: 18,
+        };
         let bytes = fp.encode_to_vec();
         let back = v1::DatasetFingerprint::decode(bytes.as_slice()).expect("decodes");
         assert_eq!(back, fp);
         assert_eq!(v1::Split::try_from(3).ok(), Some(v1::Split::Test));
-        assert!(v1::Split::try_from(9).is_err(), "unknown split values are refused");
+        assert!(
+            v1::Split::try_from(9).is_err(),
+            "unknown split values are refused"
+        );
     }
 }

@@ -132,7 +132,9 @@ pub struct OutputConfig {
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        OutputConfig { dir: PathBuf::from("run") }
+        OutputConfig {
+            dir: PathBuf::from("run"),
+        }
     }
 }
 
@@ -143,7 +145,10 @@ impl ClusterConfig {
     }
 
     /// Loads `path` with the given environment (tests pass their own).
-    pub fn load_with_env(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let known = known_keys();
         let table: toml::Table = text
@@ -170,8 +175,18 @@ impl ClusterConfig {
 
     /// Makes relative paths absolute against `base` (the TOML file's directory).
     pub fn resolve_paths(mut self, base: &Path) -> Self {
-        let join = |p: &Path| if p.as_os_str().is_empty() || p.is_absolute() { p.to_path_buf() } else { base.join(p) };
-        self.data.root = if self.data.root.as_os_str().is_empty() { base.to_path_buf() } else { join(&self.data.root) };
+        let join = |p: &Path| {
+            if p.as_os_str().is_empty() || p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        self.data.root = if self.data.root.as_os_str().is_empty() {
+            base.to_path_buf()
+        } else {
+            join(&self.data.root)
+        };
         self.split.pin_file = join(&self.split.pin_file);
         self.output.dir = join(&self.output.dir);
         self
@@ -185,9 +200,16 @@ impl ClusterConfig {
             return bad("data.csv", "must name the exams table".into());
         }
         if d.hdf5.is_empty() || d.hdf5.iter().any(|h| h.trim().is_empty()) {
-            return bad("data.hdf5", "must list at least one HDF5 file (no empty entries)".into());
+            return bad(
+                "data.hdf5",
+                "must list at least one HDF5 file (no empty entries)".into(),
+            );
         }
-        for (key, v) in [("data.traces_dset", &d.traces_dset), ("data.exam_id_col", &d.exam_id_col), ("data.age_col", &d.age_col)] {
+        for (key, v) in [
+            ("data.traces_dset", &d.traces_dset),
+            ("data.exam_id_col", &d.exam_id_col),
+            ("data.age_col", &d.age_col),
+        ] {
             if v.trim().is_empty() {
                 return bad(key, "must not be empty".into());
             }
@@ -196,7 +218,10 @@ impl ClusterConfig {
             return bad("data.n_samples/n_leads", "must be positive".into());
         }
         if !(d.min_age.is_finite() && d.max_age.is_finite() && d.min_age <= d.max_age) {
-            return bad("data.min_age/max_age", format!("[{}, {}] is not a range", d.min_age, d.max_age));
+            return bad(
+                "data.min_age/max_age",
+                format!("[{}, {}] is not a range", d.min_age, d.max_age),
+            );
         }
         let s = &self.split;
         let in_split = |e: Error| match e {
@@ -204,7 +229,9 @@ impl ClusterConfig {
             other => other,
         };
         Fractions::from_slice(&s.fractions).map_err(in_split)?;
-        s.pin_split.parse::<Split>().map_err(|e| Error::Config(format!("split.pin_split: {e}")))?;
+        s.pin_split
+            .parse::<Split>()
+            .map_err(|e| Error::Config(format!("split.pin_split: {e}")))?;
         if s.strategy == SplitStrategyName::File && s.pin_file.as_os_str().is_empty() {
             return bad("split.pin_file", "strategy `file` needs a pin_file".into());
         }
@@ -220,10 +247,16 @@ impl ClusterConfig {
         let mut out = Vec::new();
         for entry in &self.data.hdf5 {
             let p = self.data.root.join(entry);
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             if !name.contains('*') {
                 if !p.is_file() {
-                    return Err(Error::Config(format!("data.hdf5: {} does not exist", p.display())));
+                    return Err(Error::Config(format!(
+                        "data.hdf5: {} does not exist",
+                        p.display()
+                    )));
                 }
                 out.push(p);
                 continue;
@@ -236,7 +269,10 @@ impl ClusterConfig {
                 .map(|e| e.path())
                 .collect();
             if hits.is_empty() {
-                return Err(Error::Config(format!("data.hdf5: `{}` matches no file", p.display())));
+                return Err(Error::Config(format!(
+                    "data.hdf5: `{}` matches no file",
+                    p.display()
+                )));
             }
             hits.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
             out.extend(hits);
@@ -309,10 +345,21 @@ fn glob_match(pattern: &str, name: &str) -> bool {
 
 /// Sorts `exams_part2` before `exams_part10`.
 fn natural_key(p: &Path) -> (String, u64, String) {
-    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let start = name.find(|c: char| c.is_ascii_digit()).unwrap_or(name.len());
-    let end = name[start..].find(|c: char| !c.is_ascii_digit()).map_or(name.len(), |i| start + i);
-    (name[..start].to_string(), name[start..end].parse().unwrap_or(0), name[end..].to_string())
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let start = name
+        .find(|c: char| c.is_ascii_digit())
+        .unwrap_or(name.len());
+    let end = name[start..]
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or(name.len(), |i| start + i);
+    (
+        name[..start].to_string(),
+        name[start..end].parse().unwrap_or(0),
+        name[end..].to_string(),
+    )
 }
 
 /// Every `section.key` of the schema, with the JSON shape of its default value.
@@ -340,12 +387,19 @@ fn keys_of(known: &BTreeMap<String, serde_json::Value>, section: &str) -> String
 }
 
 fn sections_of(known: &BTreeMap<String, serde_json::Value>) -> Vec<String> {
-    let mut s: Vec<String> = known.keys().filter_map(|k| k.split('.').next().map(str::to_string)).collect();
+    let mut s: Vec<String> = known
+        .keys()
+        .filter_map(|k| k.split('.').next().map(str::to_string))
+        .collect();
     s.dedup();
     s
 }
 
-fn check_file_keys(path: &Path, table: &toml::Table, known: &BTreeMap<String, serde_json::Value>) -> Result<()> {
+fn check_file_keys(
+    path: &Path,
+    table: &toml::Table,
+    known: &BTreeMap<String, serde_json::Value>,
+) -> Result<()> {
     let sections = sections_of(known);
     for (section, value) in table {
         let Some(fields) = value.as_table() else {
@@ -389,9 +443,13 @@ fn env_overrides(
         // `ECG__anything` and `ECG_<section>…` are meant for us; other `ECG_` names are not.
         let upper = name.to_ascii_uppercase();
         let ours = upper.starts_with(&prefix)
-            || upper.strip_prefix(&format!("{ENV_PREFIX}_")).is_some_and(|rest| {
-                sections.iter().any(|s| rest.starts_with(&s.to_ascii_uppercase()))
-            });
+            || upper
+                .strip_prefix(&format!("{ENV_PREFIX}_"))
+                .is_some_and(|rest| {
+                    sections
+                        .iter()
+                        .any(|s| rest.starts_with(&s.to_ascii_uppercase()))
+                });
         if !ours {
             continue;
         }
@@ -406,25 +464,48 @@ fn env_overrides(
                 known.keys().cloned().collect::<Vec<_>>().join(", ")
             )));
         };
-        let bad = |want: &str| Error::Config(format!("environment variable {name}=`{raw}`: expected {want}"));
+        let bad = |want: &str| {
+            Error::Config(format!(
+                "environment variable {name}=`{raw}`: expected {want}"
+            ))
+        };
         let value: config::Value = match &known[&key] {
             serde_json::Value::Array(items) => {
                 let float = items.first().is_some_and(|v| v.is_f64());
                 let int = items.first().is_some_and(|v| v.is_u64() || v.is_i64());
                 let parts = raw.split(',').map(str::trim).filter(|s| !s.is_empty());
                 if float {
-                    parts.map(|s| s.parse::<f64>().map(config::Value::from)).collect::<std::result::Result<Vec<_>, _>>()
-                        .map_err(|_| bad("comma-separated numbers"))?.into()
+                    parts
+                        .map(|s| s.parse::<f64>().map(config::Value::from))
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                        .map_err(|_| bad("comma-separated numbers"))?
+                        .into()
                 } else if int {
-                    parts.map(|s| s.parse::<i64>().map(config::Value::from)).collect::<std::result::Result<Vec<_>, _>>()
-                        .map_err(|_| bad("comma-separated integers"))?.into()
+                    parts
+                        .map(|s| s.parse::<i64>().map(config::Value::from))
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                        .map_err(|_| bad("comma-separated integers"))?
+                        .into()
                 } else {
                     parts.map(config::Value::from).collect::<Vec<_>>().into()
                 }
             }
-            serde_json::Value::Bool(_) => raw.trim().to_ascii_lowercase().parse::<bool>().map_err(|_| bad("true or false"))?.into(),
-            serde_json::Value::Number(n) if n.is_f64() => raw.trim().parse::<f64>().map_err(|_| bad("a number"))?.into(),
-            serde_json::Value::Number(_) => raw.trim().parse::<i64>().map_err(|_| bad("an integer"))?.into(),
+            serde_json::Value::Bool(_) => raw
+                .trim()
+                .to_ascii_lowercase()
+                .parse::<bool>()
+                .map_err(|_| bad("true or false"))?
+                .into(),
+            serde_json::Value::Number(n) if n.is_f64() => raw
+                .trim()
+                .parse::<f64>()
+                .map_err(|_| bad("a number"))?
+                .into(),
+            serde_json::Value::Number(_) => raw
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| bad("an integer"))?
+                .into(),
             _ => raw.clone().into(),
         };
         out.push((key, value));

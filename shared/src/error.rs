@@ -45,16 +45,26 @@ pub enum Error {
 impl Error {
     /// An [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// An [`Error::Hdf5`] for `path`.
     pub fn hdf5(path: impl Into<PathBuf>, msg: impl std::fmt::Display) -> Self {
-        Error::Hdf5 { path: path.into(), msg: msg.to_string() }
+        Error::Hdf5 {
+            path: path.into(),
+            msg: msg.to_string(),
+        }
     }
 
     /// An [`Error::Csv`] for `path`, optionally at a 1-based `line`.
     pub fn csv(path: impl Into<PathBuf>, line: Option<u64>, msg: impl std::fmt::Display) -> Self {
-        Error::Csv { path: path.into(), line, msg: msg.to_string() }
+        Error::Csv {
+            path: path.into(),
+            line,
+            msg: msg.to_string(),
+        }
     }
 }

@@ -5,7 +5,10 @@ use std::process::Command;
 
 /// Root of the workspace.
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// Path of a binary built by this workspace (`coordinator`, `worker`) in the same profile as the
@@ -45,7 +48,9 @@ pub fn python() -> PathBuf {
 
 /// Runs a command, returning stdout; panics with stdout and stderr when it fails.
 pub fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -58,14 +63,19 @@ pub fn run_ok(cmd: &mut Command) -> String {
 
 /// Runs a command that must fail; returns its stderr.
 pub fn run_err(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         !out.status.success(),
         "{cmd:?} succeeded but should have failed:\nstdout:\n{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    assert!(out.status.code().is_some(), "{cmd:?} died of a signal (a panic abort?): {stderr}");
+    assert!(
+        out.status.code().is_some(),
+        "{cmd:?} died of a signal (a panic abort?): {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{cmd:?} panicked:\n{stderr}");
     stderr
 }

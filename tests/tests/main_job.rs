@@ -7,17 +7,22 @@ use std::path::Path;
 use ecg_tests::{cmd, run_err, run_ok};
 
 fn synth(dir: &Path, patients: u32) {
-    run_ok(cmd("coordinator").args(["synth", "--patients", &patients.to_string(), "--seed", "3"]).args([
-        "--exams-per-part",
-        "40",
-        "--out",
-        dir.to_str().unwrap(),
-    ]));
+    run_ok(
+        cmd("coordinator")
+            .args(["synth", "--patients", &patients.to_string(), "--seed", "3"])
+            .args(["--exams-per-part", "40", "--out", dir.to_str().unwrap()]),
+    );
 }
 
 fn fingerprint(stdout: &str) -> String {
-    let line = stdout.lines().find(|l| l.starts_with("dataset fingerprint ")).expect("a fingerprint line");
-    let fp = line.trim_start_matches("dataset fingerprint ").trim().to_string();
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("dataset fingerprint "))
+        .expect("a fingerprint line");
+    let fp = line
+        .trim_start_matches("dataset fingerprint ")
+        .trim()
+        .to_string();
     assert_eq!(fp.len(), 64, "{line}");
     assert!(fp.chars().all(|c| c.is_ascii_hexdigit()), "{line}");
     fp
@@ -25,7 +30,11 @@ fn fingerprint(stdout: &str) -> String {
 
 fn config(dir: &Path, extra: &str) -> std::path::PathBuf {
     let p = dir.join("cluster.toml");
-    std::fs::write(&p, format!("[data]\nroot = \"data\"\n[output]\ndir = \"out\"\n{extra}")).unwrap();
+    std::fs::write(
+        &p,
+        format!("[data]\nroot = \"data\"\n[output]\ndir = \"out\"\n{extra}"),
+    )
+    .unwrap();
     p
 }
 
@@ -46,12 +55,18 @@ fn coordinator_indexes_splits_and_writes_split_csv() {
         })
         .collect();
     let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
-    assert_eq!((header[0], header[1], header[10]), ("exam_id", "age", "patient_id"));
+    assert_eq!(
+        (header[0], header[1], header[10]),
+        ("exam_id", "age", "patient_id")
+    );
     csv.push_str(&orphan.join(","));
     csv.push('\n');
     std::fs::write(data.join("exams.csv"), &csv).unwrap();
 
-    let cfg = config(tmp.path(), "[split]\nstrategy = \"age-balanced\"\nseed = 1\n");
+    let cfg = config(
+        tmp.path(),
+        "[split]\nstrategy = \"age-balanced\"\nseed = 1\n",
+    );
     let out = run_ok(cmd("coordinator").arg("--config").arg(&cfg));
     assert!(out.contains("excluded, no HDF5 row: 1"), "{out}");
     let fp = fingerprint(&out);
@@ -66,12 +81,20 @@ fn coordinator_indexes_splits_and_writes_split_csv() {
         let f: Vec<&str> = l.split(',').collect();
         assert!(seen.insert(f[0].to_string()), "exam {} twice", f[0]);
         assert!(["train", "valid", "test"].contains(&f[2]), "{l}");
-        let prev = patient_split.entry(f[1].to_string()).or_insert_with(|| f[2].to_string());
+        let prev = patient_split
+            .entry(f[1].to_string())
+            .or_insert_with(|| f[2].to_string());
         assert_eq!(prev, f[2], "patient {} in two splits", f[1]);
     }
-    let csv_exams: HashSet<String> =
-        csv.lines().skip(1).map(|l| l.split(',').next().unwrap().to_string()).collect();
-    assert!(!seen.contains("999999999"), "the exam without a tracing must not be split");
+    let csv_exams: HashSet<String> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect();
+    assert!(
+        !seen.contains("999999999"),
+        "the exam without a tracing must not be split"
+    );
     assert_eq!(seen.len(), csv_exams.len() - 1);
     assert!(seen.is_subset(&csv_exams));
 
@@ -82,7 +105,13 @@ fn coordinator_indexes_splits_and_writes_split_csv() {
         let e = e.unwrap();
         std::fs::copy(e.path(), elsewhere.join(e.file_name())).unwrap();
     }
-    let w = run_ok(cmd("worker").args(["check-data", "--config"]).arg(&cfg).arg("--data-root").arg(&elsewhere));
+    let w = run_ok(
+        cmd("worker")
+            .args(["check-data", "--config"])
+            .arg(&cfg)
+            .arg("--data-root")
+            .arg(&elsewhere),
+    );
     assert_eq!(fingerprint(&w), fp);
 
     // Changing one age changes the fingerprint.
@@ -91,7 +120,13 @@ fn coordinator_indexes_splits_and_writes_split_csv() {
     f[1] = (f[1].parse::<i64>().unwrap() + 1).to_string();
     rows[1] = f.join(",");
     std::fs::write(elsewhere.join("exams.csv"), rows.join("\n") + "\n").unwrap();
-    let w = run_ok(cmd("worker").args(["check-data", "--config"]).arg(&cfg).arg("--data-root").arg(&elsewhere));
+    let w = run_ok(
+        cmd("worker")
+            .args(["check-data", "--config"])
+            .arg(&cfg)
+            .arg("--data-root")
+            .arg(&elsewhere),
+    );
     assert_ne!(fingerprint(&w), fp);
 }
 
@@ -105,21 +140,45 @@ fn bad_configurations_fail_with_a_message_that_names_the_problem() {
     assert!(err.contains("unknown key `seeed` in [split]"), "{err}");
 
     let cfg = config(tmp.path(), "");
-    let err = run_err(cmd("coordinator").arg("--config").arg(&cfg).env("ECG__SPLIT__SEEED", "2"));
+    let err = run_err(
+        cmd("coordinator")
+            .arg("--config")
+            .arg(&cfg)
+            .env("ECG__SPLIT__SEEED", "2"),
+    );
     assert!(err.contains("ECG__SPLIT__SEEED"), "{err}");
 
-    std::fs::write(tmp.path().join("cluster.toml"), "[data]\nroot = \"data\"\nhdf5 = [\"absent.hdf5\"]\n").unwrap();
-    let err = run_err(cmd("coordinator").arg("--config").arg(tmp.path().join("cluster.toml")));
+    std::fs::write(
+        tmp.path().join("cluster.toml"),
+        "[data]\nroot = \"data\"\nhdf5 = [\"absent.hdf5\"]\n",
+    )
+    .unwrap();
+    let err = run_err(
+        cmd("coordinator")
+            .arg("--config")
+            .arg(tmp.path().join("cluster.toml")),
+    );
     assert!(err.contains("absent.hdf5"), "{err}");
 
     let cfg = config(tmp.path(), "[data]\n");
     let err = run_err(cmd("coordinator").arg("--config").arg(&cfg));
-    assert!(err.contains("cluster.toml"), "a duplicate [data] table is a TOML error naming the file: {err}");
+    assert!(
+        err.contains("cluster.toml"),
+        "a duplicate [data] table is a TOML error naming the file: {err}"
+    );
 
     let err = run_err(&mut cmd("coordinator"));
     assert!(err.contains("--config"), "{err}");
 
     let cfg = config(tmp.path(), "");
-    let err = run_err(cmd("coordinator").arg("--config").arg(&cfg).env("ECG__DATA__N_SAMPLES", "5000"));
-    assert!(err.contains("5000") && err.contains("4096"), "a shape mismatch names both shapes: {err}");
+    let err = run_err(
+        cmd("coordinator")
+            .arg("--config")
+            .arg(&cfg)
+            .env("ECG__DATA__N_SAMPLES", "5000"),
+    );
+    assert!(
+        err.contains("5000") && err.contains("4096"),
+        "a shape mismatch names both shapes: {err}"
+    );
 }

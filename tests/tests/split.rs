@@ -158,7 +158,7 @@ fn library_reproduces_order_and_representative_exams() {
     let groups = PatientGroups::new(&table.patient_id);
     for case in cases() {
         let f = Fractions::new(case.fractions.0, case.fractions.1).unwrap();
-        let r = age_balanced(&groups, &table.age, case.seed, f, AgeWindow::default());
+        let r = age_balanced(&groups, &table.age, case.seed, f, AgeWindow::default()).unwrap();
         for (split, name) in [
             (Split::Test, "test"),
             (Split::Valid, "valid"),

@@ -43,11 +43,18 @@ pub fn run(args: &Args) -> Result<()> {
     println!("dataset fingerprint {}", index.fingerprint());
 
     // The split covers the exams the run can use: those with a tracing and a valid age.
-    let usable = table.select(&index.exams.iter().map(|e| e.csv_row as usize).collect::<Vec<_>>());
+    let usable = table.select(
+        &index
+            .exams
+            .iter()
+            .map(|e| e.csv_row as usize)
+            .collect::<Vec<_>>(),
+    );
     let (strategy, fractions) = cfg.split_strategy()?;
     let assignment = split::assign(&usable, &strategy, cfg.split.seed, fractions)?;
     assignment.check(&usable)?;
-    std::fs::create_dir_all(&cfg.output.dir).map_err(|e| ecg_shared::Error::io(&cfg.output.dir, e))?;
+    std::fs::create_dir_all(&cfg.output.dir)
+        .map_err(|e| ecg_shared::Error::io(&cfg.output.dir, e))?;
     let split_csv = cfg.output.dir.join("split.csv");
     split::write_split_csv(&split_csv, &usable, &assignment)?;
     println!(

@@ -109,7 +109,8 @@ impl Args {
             exam_id: self.exam_id_col.clone(),
             age: self.age_col.clone(),
             patient_id: (!self.patient_id_col.is_empty()).then(|| self.patient_id_col.clone()),
-            ..CsvColumns::default()
+            // The split needs ids and ages only: leave the optional columns unread.
+            ..CsvColumns::ids_and_age()
         }
     }
 }

@@ -7,6 +7,8 @@
 //! error: it is kept as NaN and the index counts and reports it.
 use std::path::{Path, PathBuf};
 
+use super::csv_rows;
+pub(crate) use super::csv_rows::parse_int;
 use crate::ids::{ExamId, PatientId};
 use crate::{Error, Result};
 
@@ -20,7 +22,7 @@ pub struct CsvColumns {
     /// Patient id column. CODE-15%: `patient_id`; CODE: `N_paciente_univoco`. `None` means one
     /// patient per exam (SaMi-Trop has no patient column): the patient id is the exam id.
     pub patient_id: Option<String>,
-    /// Sex column (optional, `True`/`False`/`1`/`0`).
+    /// Sex column (optional, `True`/`False`/`1`/`0`; empty: not read, as for the next three).
     pub is_male: String,
     /// Death indicator column (optional; empty on all but a patient's first exam).
     pub death: String,
@@ -40,6 +42,20 @@ impl Default for CsvColumns {
             death: "death".into(),
             timey: "timey".into(),
             trace_file: "trace_file".into(),
+        }
+    }
+}
+
+impl CsvColumns {
+    /// The default names, with the optional columns switched off (empty names are never
+    /// looked up): for work that needs ids and ages only, such as a split.
+    pub fn ids_and_age() -> Self {
+        CsvColumns {
+            is_male: String::new(),
+            death: String::new(),
+            timey: String::new(),
+            trace_file: String::new(),
+            ..CsvColumns::default()
         }
     }
 }
@@ -98,111 +114,24 @@ impl ExamTable {
 
     /// Reads `path` with the given column names.
     pub fn read(path: &Path, cols: &CsvColumns) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let mut rdr = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .buffer_capacity(1 << 20)
-            .from_reader(std::io::BufReader::with_capacity(1 << 20, file));
-        let headers = rdr
-            .byte_headers()
-            .map_err(|e| csv_error(path, &e))?
-            .iter()
-            .map(|h| String::from_utf8_lossy(h).trim().trim_start_matches('\u{feff}').to_string())
-            .collect::<Vec<_>>();
-        if headers.iter().all(|h| h.is_empty()) {
-            return Err(Error::csv(path, Some(1), "empty file: no header line"));
-        }
-        let find = |name: &str| headers.iter().position(|h| h == name);
-        let required = |name: &str| {
-            find(name).ok_or_else(|| {
-                Error::csv(
-                    path,
-                    Some(1),
-                    format!("missing column `{name}` (columns are: {})", headers.join(", ")),
-                )
-            })
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let t = if bytes.contains(&b'"') {
+            csv_rows::parse_quoted(path, cols, &bytes)?
+        } else {
+            let header_end = bytes
+                .iter()
+                .position(|&b| b == b'\n')
+                .unwrap_or(bytes.len());
+            let header = bytes[..header_end]
+                .strip_suffix(b"\r")
+                .unwrap_or(&bytes[..header_end]);
+            let plan = csv_rows::Plan::new(path, &csv_rows::header_names(header), cols)?;
+            let threads = std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(8);
+            let body = (header_end + 1).min(bytes.len());
+            csv_rows::parse_plain(path, &plan, &bytes, body, threads)?.into_table(path, &plan)
         };
-        let c_exam = required(&cols.exam_id)?;
-        let c_age = required(&cols.age)?;
-        let c_patient = match &cols.patient_id {
-            Some(name) => Some(required(name)?),
-            None => None,
-        };
-        let c_male = find(&cols.is_male);
-        let c_death = find(&cols.death);
-        let c_timey = find(&cols.timey);
-        let c_trace = find(&cols.trace_file);
-
-        let mut t = ExamTable {
-            path: path.to_path_buf(),
-            is_male: c_male.map(|_| Vec::new()),
-            death: c_death.map(|_| Vec::new()),
-            timey: c_timey.map(|_| Vec::new()),
-            trace_file: c_trace.map(|_| Vec::new()),
-            ..Default::default()
-        };
-        let mut trace_lookup: std::collections::HashMap<Vec<u8>, u32> = Default::default();
-        let mut rec = csv::ByteRecord::new();
-        let mut line: u64 = 1;
-        loop {
-            match rdr.read_byte_record(&mut rec) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => return Err(csv_error(path, &e)),
-            }
-            line = rec.position().map(|p| p.line()).unwrap_or(line + 1);
-            let field = |c: usize, name: &str| -> Result<&[u8]> {
-                rec.get(c).ok_or_else(|| {
-                    Error::csv(path, Some(line), format!("row has no field for column `{name}`"))
-                })
-            };
-            let exam = parse_int(field(c_exam, &cols.exam_id)?)
-                .ok_or_else(|| bad_value(path, line, &cols.exam_id, field(c_exam, "").unwrap_or(b""), "an integer id"))?;
-            let age_raw = field(c_age, &cols.age)?;
-            let age = if trim(age_raw).is_empty() {
-                f64::NAN
-            } else {
-                parse_float(age_raw)
-                    .filter(|a| a.is_finite())
-                    .ok_or_else(|| bad_value(path, line, &cols.age, age_raw, "a number"))?
-            };
-            let patient = match (c_patient, &cols.patient_id) {
-                (Some(c), Some(name)) => {
-                    let raw = field(c, name)?;
-                    parse_int(raw).ok_or_else(|| bad_value(path, line, name, raw, "an integer id"))?
-                }
-                _ => exam,
-            };
-            t.exam_id.push(ExamId(exam));
-            t.patient_id.push(PatientId(patient));
-            t.age.push(age);
-            if let (Some(c), Some(v)) = (c_male, t.is_male.as_mut()) {
-                let raw = field(c, &cols.is_male)?;
-                v.push(parse_bool(raw).map_err(|()| bad_value(path, line, &cols.is_male, raw, "a boolean"))?);
-            }
-            if let (Some(c), Some(v)) = (c_death, t.death.as_mut()) {
-                let raw = field(c, &cols.death)?;
-                v.push(parse_bool(raw).map_err(|()| bad_value(path, line, &cols.death, raw, "a boolean"))?);
-            }
-            if let (Some(c), Some(v)) = (c_timey, t.timey.as_mut()) {
-                let raw = field(c, &cols.timey)?;
-                let x = if trim(raw).is_empty() {
-                    f64::NAN
-                } else {
-                    parse_float(raw).ok_or_else(|| bad_value(path, line, &cols.timey, raw, "a number"))?
-                };
-                v.push(x);
-            }
-            if let (Some(c), Some(v)) = (c_trace, t.trace_file.as_mut()) {
-                let raw = trim(field(c, &cols.trace_file)?);
-                let next = t.trace_files.len() as u32;
-                let id = *trace_lookup.entry(raw.to_vec()).or_insert_with(|| {
-                    t.trace_files.push(String::from_utf8_lossy(raw).into_owned());
-                    next
-                });
-                v.push(id);
-            }
-        }
         if t.is_empty() {
             return Err(Error::csv(path, None, "the table has a header but no rows"));
         }
@@ -212,79 +141,29 @@ impl ExamTable {
 
     /// Refuses duplicate exam ids, naming how many there are and the first one with its lines.
     fn check_unique_exam_ids(&self) -> Result<()> {
-        let mut order: Vec<u32> = (0..self.len() as u32).collect();
-        order.sort_unstable_by_key(|&i| (self.exam_id[i as usize], i));
-        let mut n_dup = 0usize;
-        let mut first: Option<(ExamId, u32, u32)> = None;
-        for w in order.windows(2) {
-            let (a, b) = (w[0] as usize, w[1] as usize);
-            if self.exam_id[a] == self.exam_id[b] {
-                n_dup += 1;
-                if first.is_none_or(|(_, fa, _)| (a as u32) < fa) {
-                    first = Some((self.exam_id[a], a as u32, b as u32));
-                }
+        let mut ids: Vec<i64> = self.exam_id.iter().map(|e| e.0).collect();
+        ids.sort_unstable();
+        let n_dup = ids.windows(2).filter(|w| w[0] == w[1]).count();
+        if n_dup == 0 {
+            return Ok(());
+        }
+        // Rare: find the duplicate that appears first, and its two rows.
+        let mut first_row: std::collections::HashMap<ExamId, usize> = Default::default();
+        for (row, &id) in self.exam_id.iter().enumerate() {
+            if let Some(&a) = first_row.get(&id) {
+                return Err(Error::csv(
+                    &self.path,
+                    None,
+                    format!(
+                        "{n_dup} duplicate exam id(s); exam_id {id} appears on data rows {} and {}",
+                        a + 1,
+                        row + 1
+                    ),
+                ));
             }
+            first_row.insert(id, row);
         }
-        match first {
-            None => Ok(()),
-            Some((id, a, b)) => Err(Error::csv(
-                &self.path,
-                None,
-                format!(
-                    "{n_dup} duplicate exam id(s); exam_id {id} appears on data rows {} and {}",
-                    a + 1,
-                    b + 1
-                ),
-            )),
-        }
-    }
-}
-
-fn csv_error(path: &Path, e: &csv::Error) -> Error {
-    let line = e.position().map(|p| p.line());
-    let msg = match e.kind() {
-        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
-            format!("row has {len} fields, the header has {expected_len}")
-        }
-        _ => e.to_string(),
-    };
-    Error::csv(path, line, msg)
-}
-
-fn bad_value(path: &Path, line: u64, column: &str, raw: &[u8], want: &str) -> Error {
-    Error::csv(
-        path,
-        Some(line),
-        format!("column `{column}`: `{}` is not {want}", String::from_utf8_lossy(raw)),
-    )
-}
-
-fn trim(b: &[u8]) -> &[u8] {
-    b.trim_ascii()
-}
-
-/// Parses an integer id, also written as an integral float (`1169160.0`, as pandas writes ids of
-/// a column that once held a NaN).
-pub(crate) fn parse_int(raw: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(trim(raw)).ok()?;
-    if let Ok(v) = s.parse::<i64>() {
-        return Some(v);
-    }
-    let f = s.parse::<f64>().ok()?;
-    (f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
-}
-
-pub(crate) fn parse_float(raw: &[u8]) -> Option<f64> {
-    std::str::from_utf8(trim(raw)).ok()?.parse::<f64>().ok()
-}
-
-/// `True`/`False` (pandas), `true`/`false`, `1`/`0`, `1.0`/`0.0`; empty is `None`.
-pub(crate) fn parse_bool(raw: &[u8]) -> std::result::Result<Option<bool>, ()> {
-    match trim(raw) {
-        b"" => Ok(None),
-        b"True" | b"true" | b"TRUE" | b"1" | b"1.0" => Ok(Some(true)),
-        b"False" | b"false" | b"FALSE" | b"0" | b"0.0" => Ok(Some(false)),
-        _ => Err(()),
+        unreachable!("a duplicate was counted")
     }
 }
 
@@ -295,7 +174,10 @@ mod tests {
 
     fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
         let p = dir.path().join(name);
-        std::fs::File::create(&p).unwrap().write_all(text.as_bytes()).unwrap();
+        std::fs::File::create(&p)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
         p
     }
 
@@ -315,8 +197,14 @@ mod tests {
         assert_eq!(t.patient_id, vec![PatientId(7), PatientId(7), PatientId(9)]);
         assert_eq!(&t.age[..2], &[54.0, 55.0]);
         assert!(t.age[2].is_nan(), "an empty age is kept as missing");
-        assert_eq!(t.death.as_deref(), Some(&[Some(false), None, Some(true)][..]));
-        assert_eq!(t.is_male.as_deref(), Some(&[Some(true), Some(true), Some(false)][..]));
+        assert_eq!(
+            t.death.as_deref(),
+            Some(&[Some(false), None, Some(true)][..])
+        );
+        assert_eq!(
+            t.is_male.as_deref(),
+            Some(&[Some(true), Some(true), Some(false)][..])
+        );
         assert_eq!(t.trace_files, vec!["exams_part1.hdf5", "exams_part0.hdf5"]);
         assert_eq!(t.trace_file.as_deref(), Some(&[0, 1, 0][..]));
         let ty = t.timey.unwrap();
@@ -343,21 +231,135 @@ mod tests {
     fn bad_tables_are_refused_with_file_line_and_value() {
         let dir = tempfile::tempdir().unwrap();
         let cases = [
-            ("missing.csv", "exam_id,patient_id\n1,2\n", "missing column `age`"),
+            (
+                "missing.csv",
+                "exam_id,patient_id\n1,2\n",
+                "missing column `age`",
+            ),
             ("empty.csv", "", "empty file"),
             ("header.csv", "exam_id,age,patient_id\n", "no rows"),
-            ("age.csv", "exam_id,age,patient_id\n1,40,1\n2,forty,2\n", "line 3: column `age`: `forty` is not a number"),
-            ("id.csv", "exam_id,age,patient_id\n1x,40,1\n", "column `exam_id`: `1x` is not an integer id"),
-            ("dup.csv", "exam_id,age,patient_id\n1,40,1\n2,41,1\n1,42,3\n", "exam_id 1 appears on data rows 1 and 3"),
+            (
+                "age.csv",
+                "exam_id,age,patient_id\n1,40,1\n2,forty,2\n",
+                "line 3: column `age`: `forty` is not a number",
+            ),
+            (
+                "id.csv",
+                "exam_id,age,patient_id\n1x,40,1\n",
+                "column `exam_id`: `1x` is not an integer id",
+            ),
+            (
+                "dup.csv",
+                "exam_id,age,patient_id\n1,40,1\n2,41,1\n1,42,3\n",
+                "exam_id 1 appears on data rows 1 and 3",
+            ),
             ("ragged.csv", "exam_id,age,patient_id\n1,40\n", "fields"),
         ];
         for (name, text, want) in cases {
             let p = write(&dir, name, text);
-            let err = ExamTable::read(&p, &CsvColumns::default()).unwrap_err().to_string();
-            assert!(err.contains(name), "{name}: error does not name the file: {err}");
+            let err = ExamTable::read(&p, &CsvColumns::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(name),
+                "{name}: error does not name the file: {err}"
+            );
             assert!(err.contains(want), "{name}: expected `{want}` in: {err}");
         }
-        let err = ExamTable::read(&dir.path().join("absent.csv"), &CsvColumns::default()).unwrap_err();
+        let err =
+            ExamTable::read(&dir.path().join("absent.csv"), &CsvColumns::default()).unwrap_err();
         assert!(err.to_string().contains("absent.csv"));
+    }
+    /// A table big enough to be cut into chunks, with every optional column.
+    fn big_table(rows: usize, quoted: bool) -> String {
+        let q = |s: String| if quoted { format!("\"{s}\"") } else { s };
+        let mut t = String::from("exam_id,age,patient_id,is_male,death,timey,trace_file\n");
+        for i in 0..rows {
+            let age = if i % 97 == 0 {
+                String::new()
+            } else {
+                (16 + i % 80).to_string()
+            };
+            let death = ["True", "False", ""][i % 3];
+            let timey = if i % 3 == 2 {
+                String::new()
+            } else {
+                format!("{}.25", i % 7)
+            };
+            let part = format!("exams_part{}.hdf5", (i * 7919) % 13);
+            t.push_str(&format!(
+                "{},{},{},{},{},{},{}\n",
+                q((1000 + i).to_string()),
+                q(age),
+                q((i / 3).to_string()),
+                if i % 2 == 0 { "True" } else { "False" },
+                death,
+                timey,
+                q(part)
+            ));
+        }
+        t
+    }
+
+    fn same(a: &ExamTable, b: &ExamTable) {
+        assert_eq!(a.exam_id, b.exam_id);
+        assert_eq!(a.patient_id, b.patient_id);
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a.age), bits(&b.age));
+        assert_eq!(
+            bits(a.timey.as_deref().unwrap()),
+            bits(b.timey.as_deref().unwrap())
+        );
+        assert_eq!(a.is_male, b.is_male);
+        assert_eq!(a.death, b.death);
+        let names = |t: &ExamTable| -> Vec<String> {
+            t.trace_file
+                .as_deref()
+                .unwrap()
+                .iter()
+                .map(|&i| t.trace_files[i as usize].clone())
+                .collect()
+        };
+        assert_eq!(names(a), names(b));
+    }
+
+    #[test]
+    fn chunked_plain_parse_equals_the_quoted_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = 120_000; // about 5 MB: cut into chunks
+        let plain = write(&dir, "plain.csv", &big_table(rows, false));
+        let quoted = write(&dir, "quoted.csv", &big_table(rows, true));
+        assert!(std::fs::metadata(&plain).unwrap().len() > 4 << 20);
+        let cols = CsvColumns::default();
+        let a = ExamTable::read(&plain, &cols).unwrap();
+        let b = ExamTable::read(&quoted, &cols).unwrap();
+        assert_eq!(a.len(), rows);
+        same(&a, &b);
+        // Explicitly several chunks, including more chunks than needed.
+        let bytes = std::fs::read(&plain).unwrap();
+        let header_end = bytes.iter().position(|&x| x == b'\n').unwrap();
+        let names = csv_rows::header_names(&bytes[..header_end]);
+        let plan = csv_rows::Plan::new(&plain, &names, &cols).unwrap();
+        for threads in [1, 3, 7] {
+            let t = csv_rows::parse_plain(&plain, &plan, &bytes, header_end + 1, threads)
+                .unwrap()
+                .into_table(&plain, &plan);
+            same(&t, &a);
+        }
+    }
+
+    #[test]
+    fn an_error_deep_in_a_big_table_names_its_true_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = big_table(120_000, false);
+        // Data row 100,000 is on line 100,001; break its age.
+        let start = text.match_indices('\n').nth(100_000 - 1).unwrap().0 + 1;
+        let comma = start + text[start..].find(',').unwrap();
+        text.insert_str(comma + 1, "x");
+        let p = write(&dir, "deep.csv", &text);
+        let e = ExamTable::read(&p, &CsvColumns::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 100001: column `age`"), "{e}");
     }
 }

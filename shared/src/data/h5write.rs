@@ -78,8 +78,12 @@ impl TracingsWriter {
         let err = |e: hdf5::Error| Error::hdf5(&self.path, e);
         let block = ndarray::ArrayView3::from_shape((rows, self.n_samples, self.n_leads), data)
             .map_err(|e| Error::hdf5(&self.path, e))?;
-        self.tracings.write_slice(block, ndarray::s![start_row..start_row + rows, .., ..]).map_err(err)?;
-        self.exam_id.write_slice(ids, ndarray::s![start_row..start_row + rows]).map_err(err)?;
+        self.tracings
+            .write_slice(block, ndarray::s![start_row..start_row + rows, .., ..])
+            .map_err(err)?;
+        self.exam_id
+            .write_slice(ids, ndarray::s![start_row..start_row + rows])
+            .map_err(err)?;
         self.rows_written += rows;
         Ok(())
     }
@@ -117,7 +121,10 @@ mod tests {
         assert_eq!(t.shape(), vec![n, l, c]);
         assert!(t.offset().is_some(), "tracings must be contiguous");
         assert_eq!(t.read_raw::<f32>().unwrap(), data);
-        assert_eq!(f.dataset("exam_id").unwrap().read_raw::<i64>().unwrap(), vec![11, 12, 0]);
+        assert_eq!(
+            f.dataset("exam_id").unwrap().read_raw::<i64>().unwrap(),
+            vec![11, 12, 0]
+        );
     }
 
     #[test]

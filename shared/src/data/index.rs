@@ -207,7 +207,10 @@ impl DatasetIndex {
                 continue;
             };
             // An empty trace_file says nothing.
-            let named = (table.trace_file.as_ref()).map(|tf| &table.trace_files[tf[i] as usize]);
+            let named = table
+                .trace_file
+                .as_ref()
+                .map(|tf| &table.trace_files[tf[i] as usize]);
             if let Some(named) = named
                 && !named.is_empty()
                 && *named != names[file as usize]

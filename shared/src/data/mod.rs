@@ -9,6 +9,7 @@
 //! - [`prefetch`]: a prefetching iterator over batches, on its own threads.
 
 pub mod csv;
+mod csv_rows;
 pub mod h5;
 pub mod h5write;
 pub mod index;

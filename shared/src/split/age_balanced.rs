@@ -24,6 +24,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use super::groups::PatientGroups;
 use super::kind::{Fractions, Split};
 use super::numpy_rng::RandomState;
+use crate::{Error, Result};
 
 /// The age window swept first (the seed's `min_age_valid`, `max_age_valid`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -154,14 +155,22 @@ fn rank_ages(ages: &[f64]) -> (Vec<f64>, Vec<u32>) {
 }
 
 /// Runs the seed's algorithm on exams grouped by patient, with `ages[row]` the age of each exam
-/// row. `fractions` must be valid (see [`Fractions::new`]).
+/// row. Fails when the fractions are negative or sum to more than 1 (see [`Fractions::new`]).
 pub fn age_balanced(
     groups: &PatientGroups,
     ages: &[f64],
     seed: u32,
     fractions: Fractions,
     window: AgeWindow,
-) -> AgeBalanced {
+) -> Result<AgeBalanced> {
+    fractions.validate()?;
+    if ages.len() != groups.patient_of_row.len() {
+        return Err(Error::Dataset(format!(
+            "age-balanced split: {} ages for {} exams",
+            ages.len(),
+            groups.patient_of_row.len()
+        )));
+    }
     let n_patients = groups.len();
     let mut rng = RandomState::new(seed);
     let (sorted_ages, age_rank) = rank_ages(ages);
@@ -226,11 +235,11 @@ pub fn age_balanced(
     let n_valid = n_valid.min(n_patients - n_test.min(n_patients));
     let n_test = n_test.min(n_patients);
     let sizes = [n_test, n_valid, n_patients - n_test - n_valid];
-    AgeBalanced {
+    Ok(AgeBalanced {
         sequence,
         representative,
         sizes,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -278,7 +287,7 @@ mod tests {
         }
         let g = PatientGroups::new(&pids);
         let f = Fractions::new(0.15, 0.05).unwrap();
-        let r = age_balanced(&g, &ages, 0, f, AgeWindow::default());
+        let r = age_balanced(&g, &ages, 0, f, AgeWindow::default()).unwrap();
         assert_eq!(r.sizes, [15, 5, 80]);
         let mut seen = r.sequence.clone();
         seen.sort_unstable();
@@ -295,7 +304,12 @@ mod tests {
         let first_outside = r.sequence.iter().position(|&p| !in_window(p)).unwrap();
         assert!(r.sequence[first_outside..].iter().all(|&p| !in_window(p)));
         // Another seed, another order.
-        let r1 = age_balanced(&g, &ages, 1, f, AgeWindow::default());
+        let r1 = age_balanced(&g, &ages, 1, f, AgeWindow::default()).unwrap();
+        let bad = Fractions {
+            test: 0.7,
+            valid: 0.4,
+        };
+        assert!(age_balanced(&g, &ages, 0, bad, AgeWindow::default()).is_err());
         assert_ne!(r.sequence, r1.sequence);
     }
 }

@@ -66,8 +66,8 @@ impl PatientGroups {
     }
 }
 
-/// `(id, row)` for every row, sorted by id, stably. When the ids span less than 2^32 (always
-/// in CODE), each row is packed with its id offset into one `u64` (`(id - min) << 32 | row`) and
+/// `(id, row)` for every row, sorted by id, stably. When the ids span less than 2^32 (the usual
+/// case), each row is packed with its id offset into one `u64` (`(id - min) << 32 | row`) and
 /// only the id bits are radix-sorted; otherwise `(id, row)` pairs are sorted.
 fn sort_rows_by_id(ids: &[PatientId]) -> Box<dyn Iterator<Item = (PatientId, u32)>> {
     let (Some(&min), Some(&max)) = (ids.iter().min(), ids.iter().max()) else {

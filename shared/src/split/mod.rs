@@ -127,7 +127,7 @@ pub fn assign(
     let per_patient: Vec<Split> = match strategy {
         SplitStrategy::AgeBalanced => {
             let window = age_balanced::AgeWindow::default();
-            age_balanced::age_balanced(&groups, &table.age, seed, fractions, window)
+            age_balanced::age_balanced(&groups, &table.age, seed, fractions, window)?
                 .split_of_patients()
         }
         SplitStrategy::Hash => {
