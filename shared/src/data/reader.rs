@@ -12,7 +12,6 @@
 //! A [`BatchReader`] is `Send + Sync`: several threads may read from one reader at once (see
 //! [`crate::data::prefetch`]). Each thread keeps one row-sized scratch buffer.
 use std::cell::RefCell;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -67,8 +66,9 @@ impl Batch {
 
 /// How one HDF5 file is read.
 enum Source {
-    /// Positioned reads on a plain file descriptor.
-    Direct { file: std::fs::File, offset: u64 },
+    /// The file mapped into memory: a row is transposed straight out of the page cache, with
+    /// no copy into a buffer first and no system call per row.
+    Mapped { map: memmap2::Mmap, offset: usize },
     /// Hyperslab reads through the HDF5 library (which serialises them on its global lock).
     Library {
         _file: hdf5::File,
@@ -119,9 +119,11 @@ impl BatchReader {
             info.check_row_shape(index.n_samples, index.n_leads)?;
             let source = match info.storage {
                 Storage::Contiguous { offset } => {
-                    let file =
-                        std::fs::File::open(&info.path).map_err(|e| Error::io(&info.path, e))?;
-                    Source::Direct { file, offset }
+                    let map = map_file(&info.path, offset, info.n_rows * info.row_bytes())?;
+                    Source::Mapped {
+                        map,
+                        offset: offset as usize,
+                    }
                 }
                 Storage::Chunked => {
                     let file = h5::open_hdf5(&info.path)?;
@@ -177,7 +179,7 @@ impl BatchReader {
     pub fn all_direct(&self) -> bool {
         self.files
             .iter()
-            .all(|f| matches!(f.source, Source::Direct { .. }))
+            .all(|f| matches!(f.source, Source::Mapped { .. }))
     }
 
     /// Reads the exams at index positions `exams` into `out` as `(B, n_leads, n_samples)`,
@@ -205,10 +207,10 @@ impl BatchReader {
             let mut scratch = scratch.borrow_mut();
             for &(file, row, slot) in &order {
                 let src = &self.files[file as usize];
-                self.read_row_bytes(src, row as usize, &mut scratch)?;
+                let bytes = self.row_bytes(src, row as usize, &mut scratch)?;
                 let slot = slot as usize;
                 transpose_into(
-                    &scratch,
+                    bytes,
                     src.dtype,
                     &mut out[slot * n..(slot + 1) * n],
                     self.n_samples,
@@ -267,8 +269,14 @@ impl BatchReader {
         self.read_reusing(positions, Vec::new())
     }
 
-    /// Fills `buf` with row `row` of `src` as little-endian bytes of the stored type.
-    fn read_row_bytes(&self, src: &FileSource, row: usize, buf: &mut Vec<u8>) -> Result<()> {
+    /// Row `row` of `src` as little-endian bytes of the stored type: a slice of the mapping,
+    /// or `buf` filled through the HDF5 library.
+    fn row_bytes<'a>(
+        &self,
+        src: &'a FileSource,
+        row: usize,
+        buf: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8]> {
         if row >= src.n_rows {
             return Err(Error::hdf5(
                 &src.path,
@@ -276,11 +284,9 @@ impl BatchReader {
             ));
         }
         match &src.source {
-            Source::Direct { file, offset } => {
-                buf.resize(src.row_bytes, 0);
-                let at = offset + (row * src.row_bytes) as u64;
-                file.read_exact_at(buf, at)
-                    .map_err(|e| h5::row_read_error(&src.path, row, e))
+            Source::Mapped { map, offset } => {
+                let at = offset + row * src.row_bytes;
+                Ok(&map[at..at + src.row_bytes])
             }
             Source::Library { ds, .. } => {
                 buf.clear();
@@ -294,10 +300,32 @@ impl BatchReader {
                         buf.extend(v.iter().flat_map(|x| x.to_le_bytes()));
                     }
                 }
-                check_len(&src.path, row, buf.len(), src.row_bytes)
+                check_len(&src.path, row, buf.len(), src.row_bytes)?;
+                Ok(buf.as_slice())
             }
         }
     }
+}
+
+/// Maps `path` read-only, after checking that it holds the `len` bytes of the dataset at
+/// `offset` (a truncated file is an error here, not a fault at read time).
+#[allow(unsafe_code)]
+fn map_file(path: &Path, offset: u64, len: usize) -> Result<memmap2::Mmap> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if size < offset + len as u64 {
+        return Err(Error::hdf5(
+            path,
+            format!(
+                "truncated: the tracings need bytes {offset}..{} but the file has {size}",
+                offset + len as u64
+            ),
+        ));
+    }
+    // SAFETY: the mapping is read-only and lives as long as the reader. The dataset files are
+    // inputs that nothing writes while a run reads them; truncating one under a running reader
+    // would fault, as it would break any reader, and the size was checked above.
+    unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))
 }
 
 fn check_len(path: &Path, row: usize, got: usize, want: usize) -> Result<()> {
@@ -357,6 +385,21 @@ fn transpose_blocked<const S: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_shorter_than_its_dataset_is_refused_before_mapping() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cut.hdf5");
+        std::fs::write(&p, vec![7u8; 1000]).unwrap();
+        let map = map_file(&p, 200, 800).unwrap();
+        assert_eq!(map.len(), 1000);
+        assert!(map[200..].iter().all(|&b| b == 7));
+        let e = map_file(&p, 200, 801).unwrap_err().to_string();
+        assert!(
+            e.contains("cut.hdf5") && e.contains("truncated") && e.contains("1000"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn reader_and_prefetcher_can_move_between_threads() {
