@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Read throughput of random batches of exams: our BatchReader (positioned reads + blocked
+# Read throughput of random batches of exams: our BatchReader (rows mapped from the page cache + blocked
 # transpose to channels-first) against h5py fancy indexing (bench/read_h5py.py), on the same
 # contiguous CODE-layout file (float32 (N, 4096, 12) plus exam_id, shuffled ids, one padding row).
 #

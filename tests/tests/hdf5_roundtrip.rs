@@ -1,7 +1,7 @@
 //! HDF5 files across the language boundary, with the project's Python (h5py): files we write
 //! open in h5py with the right shapes, types and values; files h5py writes (contiguous, chunked,
 //! gzip, float64, big-endian, without `exam_id`) read back identically through our reader, on
-//! its positioned-read path and on its HDF5-library path alike; and bad files (truncated, wrong
+//! its direct (mapped) path and on its HDF5-library path alike; and bad files (truncated, wrong
 //! shape or type, missing dataset, short ids, not HDF5) give an error naming the file.
 //!
 //! Values come from one formula written in both languages, so each side checks the other.
@@ -138,7 +138,7 @@ fn files_h5py_writes_read_back_identically_on_both_paths() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(py(PY_WRITE_VARIANTS, &[dir.path()]).trim(), "written");
     let cases: [(&str, Dtype, bool, bool); 7] = [
-        // (file, dtype, positioned reads, has ids)
+        // (file, dtype, direct reads, has ids)
         ("contig_f32.hdf5", Dtype::F32, true, true),
         ("chunked_f32.hdf5", Dtype::F32, false, true),
         ("gzip_f32.hdf5", Dtype::F32, false, true),

