@@ -115,7 +115,7 @@ impl ExamTable {
     /// Reads `path` with the given column names.
     pub fn read(path: &Path, cols: &CsvColumns) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let t = if bytes.contains(&b'"') {
+        let t = if memchr::memchr(b'"', &bytes).is_some() {
             csv_rows::parse_quoted(path, cols, &bytes)?
         } else {
             let header_end = bytes
