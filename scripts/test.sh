@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
+# The end-to-end tests run the real binaries, which `cargo test` alone does not build.
+cargo build --workspace --bins
 cargo test --workspace "$@"

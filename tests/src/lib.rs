@@ -12,7 +12,8 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Path of a binary built by this workspace (`coordinator`, `worker`) in the same profile as the
-/// running test (`cargo test --workspace` builds them next to the test executables' `deps/`).
+/// running test, next to the test executables' `deps/` (`scripts/test.sh` builds them first with
+/// `cargo build --workspace --bins`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let mut dir = exe.parent().expect("exe dir").to_path_buf();
@@ -22,7 +23,7 @@ pub fn bin(name: &str) -> PathBuf {
     let p = dir.join(name);
     assert!(
         p.exists(),
-        "{} is not built: run the tests with `cargo test --workspace` (see README)",
+        "{} is not built: run `bash scripts/test.sh`, or `cargo build --workspace --bins` first",
         p.display()
     );
     p

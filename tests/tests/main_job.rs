@@ -105,14 +105,17 @@ fn coordinator_indexes_splits_and_writes_split_csv() {
         let e = e.unwrap();
         std::fs::copy(e.path(), elsewhere.join(e.file_name())).unwrap();
     }
-    let w = run_ok(
-        cmd("worker")
-            .args(["check-data", "--config"])
-            .arg(&cfg)
-            .arg("--data-root")
-            .arg(&elsewhere),
-    );
-    assert_eq!(fingerprint(&w), fp);
+    let check_data = || {
+        let out = run_ok(
+            cmd("worker")
+                .args(["check-data", "--config"])
+                .arg(&cfg)
+                .arg("--data-root")
+                .arg(&elsewhere),
+        );
+        fingerprint(&out)
+    };
+    assert_eq!(check_data(), fp);
 
     // Changing one age changes the fingerprint.
     let mut rows: Vec<String> = csv.lines().map(str::to_string).collect();
@@ -120,14 +123,7 @@ fn coordinator_indexes_splits_and_writes_split_csv() {
     f[1] = (f[1].parse::<i64>().unwrap() + 1).to_string();
     rows[1] = f.join(",");
     std::fs::write(elsewhere.join("exams.csv"), rows.join("\n") + "\n").unwrap();
-    let w = run_ok(
-        cmd("worker")
-            .args(["check-data", "--config"])
-            .arg(&cfg)
-            .arg("--data-root")
-            .arg(&elsewhere),
-    );
-    assert_ne!(fingerprint(&w), fp);
+    assert_ne!(check_data(), fp);
 }
 
 #[test]

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use super::csv_rows;
-pub(crate) use super::csv_rows::parse_int;
+pub(crate) use super::csv_rows::{open_with_headers, parse_int, require_column};
 use crate::ids::{ExamId, PatientId};
 use crate::{Error, Result};
 

@@ -37,18 +37,7 @@ impl<'a> Plan<'a> {
                 .then(|| headers.iter().position(|h| h == name))
                 .flatten()
         };
-        let required = |name: &str| {
-            find(name).ok_or_else(|| {
-                Error::csv(
-                    path,
-                    Some(1),
-                    format!(
-                        "missing column `{name}` (columns are: {})",
-                        headers.join(", ")
-                    ),
-                )
-            })
-        };
+        let required = |name: &str| require_column(path, headers, name);
         Ok(Plan {
             names,
             n_fields: headers.len(),
@@ -188,17 +177,49 @@ impl Columns {
     }
 }
 
-/// Splits a header line into trimmed names (a leading byte-order mark dropped).
+/// Splits a header line into column names.
 pub(super) fn header_names(line: &[u8]) -> Vec<String> {
-    line.split(|&b| b == b',')
-        .map(|h| {
-            String::from_utf8_lossy(h)
-                .trim()
-                .trim_start_matches('\u{feff}')
-                .trim()
-                .to_string()
-        })
-        .collect()
+    line.split(|&b| b == b',').map(header_name).collect()
+}
+
+/// A header cell as a column name: trimmed, a leading byte-order mark dropped.
+pub(crate) fn header_name(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw)
+        .trim()
+        .trim_start_matches('\u{feff}')
+        .trim()
+        .to_string()
+}
+
+/// The position of column `name` in `headers`, or an error naming the file and the columns.
+pub(crate) fn require_column(path: &Path, headers: &[String], name: &str) -> Result<usize> {
+    headers.iter().position(|h| h == name).ok_or_else(|| {
+        Error::csv(
+            path,
+            Some(1),
+            format!(
+                "missing column `{name}` (columns are: {})",
+                headers.join(", ")
+            ),
+        )
+    })
+}
+
+/// Opens a small CSV (a split or pin list) with the `csv` crate and reads its column names.
+pub(crate) fn open_with_headers(
+    path: &Path,
+) -> Result<(csv::Reader<std::io::BufReader<std::fs::File>>, Vec<String>)> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(std::io::BufReader::with_capacity(1 << 20, file));
+    let headers = rdr
+        .byte_headers()
+        .map_err(|e| csv_error(path, &e))?
+        .iter()
+        .map(header_name)
+        .collect();
+    Ok((rdr, headers))
 }
 
 /// Parses a quote-free table held in `bytes`, whose header is already in `plan`; the body
@@ -338,13 +359,7 @@ pub(super) fn parse_quoted(path: &Path, names: &CsvColumns, bytes: &[u8]) -> Res
         .byte_headers()
         .map_err(|e| csv_error(path, &e))?
         .iter()
-        .map(|h| {
-            String::from_utf8_lossy(h)
-                .trim()
-                .trim_start_matches('\u{feff}')
-                .trim()
-                .to_string()
-        })
+        .map(header_name)
         .collect();
     let plan = Plan::new(path, &headers, names)?;
     let mut cols = Columns::default();

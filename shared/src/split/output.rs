@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::SplitAssignment;
 use super::kind::Split;
-use crate::data::csv::{ExamTable, parse_int};
+use crate::data::csv::{ExamTable, open_with_headers, parse_int, require_column};
 use crate::ids::{ExamId, PatientId};
 use crate::{Error, Result};
 
@@ -75,28 +75,8 @@ pub struct SplitFile {
 
 /// Reads a `split.csv` (columns `exam_id`, `patient_id`, `split`, found by name).
 pub fn read_split_csv(path: &Path) -> Result<SplitFile> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(std::io::BufReader::with_capacity(1 << 20, file));
-    let headers: Vec<String> = rdr
-        .byte_headers()
-        .map_err(|e| Error::csv(path, None, e))?
-        .iter()
-        .map(|h| String::from_utf8_lossy(h).trim().to_string())
-        .collect();
-    let col = |name: &str| {
-        headers.iter().position(|h| h == name).ok_or_else(|| {
-            Error::csv(
-                path,
-                Some(1),
-                format!(
-                    "missing column `{name}` (columns are: {})",
-                    headers.join(", ")
-                ),
-            )
-        })
-    };
+    let (mut rdr, headers) = open_with_headers(path)?;
+    let col = |name: &str| require_column(path, &headers, name);
     let (c_exam, c_patient, c_split) = (col("exam_id")?, col("patient_id")?, col("split")?);
     let mut out = SplitFile {
         path: path.to_path_buf(),

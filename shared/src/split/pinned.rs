@@ -4,7 +4,7 @@
 //! splits for one patient are an error naming the patient and both lines.
 use super::kind::Split;
 use super::strategy::PinSpec;
-use crate::data::csv::parse_int;
+use crate::data::csv::{open_with_headers, parse_int, require_column};
 use crate::ids::PatientId;
 use crate::{Error, Result};
 
@@ -24,35 +24,8 @@ impl PinList {
                 "strategy `file` needs a pin file (--pin-file)".into(),
             ));
         }
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let mut rdr = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .from_reader(std::io::BufReader::with_capacity(1 << 20, file));
-        let headers: Vec<String> = rdr
-            .byte_headers()
-            .map_err(|e| Error::csv(path, None, e))?
-            .iter()
-            .map(|h| {
-                String::from_utf8_lossy(h)
-                    .trim()
-                    .trim_start_matches('\u{feff}')
-                    .to_string()
-            })
-            .collect();
-        let c_id = headers
-            .iter()
-            .position(|h| *h == spec.column)
-            .ok_or_else(|| {
-                Error::csv(
-                    path,
-                    Some(1),
-                    format!(
-                        "missing column `{}` (columns are: {})",
-                        spec.column,
-                        headers.join(", ")
-                    ),
-                )
-            })?;
+        let (mut rdr, headers) = open_with_headers(path)?;
+        let c_id = require_column(path, &headers, &spec.column)?;
         let c_split = headers.iter().position(|h| *h == spec.split_column);
 
         // (patient, split, line) for every row, then sorted and merged.
