@@ -25,7 +25,7 @@ bin="$root/target/release/coordinator"
 [ -f "$dir/exams.csv" ] || "$ECG_PYTHON" bench/make_big_csv.py --out "$dir/exams.csv"
 
 now() { date +%s.%N; }
-ours=() seed=() pandas=() usecols=()
+ours=() seed=() pandas=() usecols=() pandas_proc=() usecols_proc=()
 for r in $(seq "$runs"); do
   t0=$(now)
   "$bin" split --csv "$dir/exams.csv" --strategy age-balanced --seed 0 --fractions 0.15,0.05 \
@@ -38,13 +38,19 @@ for r in $(seq "$runs"); do
   seed+=("$(echo "$line" | awk '{print $2}')")
   echo "run $r seed-port: $line"
 
+  t0=$(now)
   line=$("$ECG_PYTHON" bench/split_peers.py pandas "$dir/exams.csv" "$dir/split_pandas.csv")
+  t1=$(now)
   pandas+=("$(echo "$line" | awk '{print $2}')")
-  echo "run $r pandas:    $line"
+  pandas_proc+=("$(echo "$t1 - $t0" | bc -l)")
+  echo "run $r pandas:    $line; whole process ${pandas_proc[-1]} s"
 
+  t0=$(now)
   line=$("$ECG_PYTHON" bench/split_peers.py pandas-usecols "$dir/exams.csv" "$dir/split_pandas.csv")
+  t1=$(now)
   usecols+=("$(echo "$line" | awk '{print $2}')")
-  echo "run $r pandas-usecols: $line"
+  usecols_proc+=("$(echo "$t1 - $t0" | bc -l)")
+  echo "run $r pandas-usecols: $line; whole process ${usecols_proc[-1]} s"
 done
 
 if cmp -s "$dir/split_ours.csv" "$dir/split_seed.csv"; then
@@ -55,11 +61,14 @@ else
 fi
 cat "$dir/ours.log"
 
-"$ECG_PYTHON" - "${ours[*]}" "${seed[*]}" "${pandas[*]}" "${usecols[*]}" <<'EOF'
+"$ECG_PYTHON" - "${ours[*]}" "${seed[*]}" "${pandas[*]}" "${usecols[*]}" "${pandas_proc[*]}" "${usecols_proc[*]}" <<'EOF'
 import statistics, sys
-ours, seed, pandas, usecols = (statistics.median(map(float, a.split())) for a in sys.argv[1:5])
-print("median of %d runs: ours %.2f s, seed-port %.2f s, pandas %.2f s, pandas-usecols %.2f s"
-      % (len(sys.argv[1].split()), ours, seed, pandas, usecols))
+ours, seed, pandas, usecols, pandas_proc, usecols_proc = (
+    statistics.median(map(float, a.split())) for a in sys.argv[1:7])
+print("median of %d runs: ours %.2f s (whole process), seed-port %.2f s, pandas %.2f s, pandas-usecols %.2f s"
+      " (Python peers timed after their imports)" % (len(sys.argv[1].split()), ours, seed, pandas, usecols))
 print("ratios: seed-port / ours = %.1fx, pandas / ours = %.1fx, pandas-usecols / ours = %.1fx"
       % (seed / ours, pandas / ours, usecols / ours))
+print("whole-process peers: pandas %.2f s (%.1fx), pandas-usecols %.2f s (%.1fx)"
+      % (pandas_proc, pandas_proc / ours, usecols_proc, usecols_proc / ours))
 EOF

@@ -114,7 +114,7 @@ impl ExamTable {
 
     /// Reads `path` with the given column names.
     pub fn read(path: &Path, cols: &CsvColumns) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = super::mapped::map_file(path, 0, 0)?;
         let t = if memchr::memchr(b'"', &bytes).is_some() {
             csv_rows::parse_quoted(path, cols, &bytes)?
         } else {

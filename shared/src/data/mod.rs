@@ -14,5 +14,6 @@ mod csv_rows;
 pub mod h5;
 pub mod h5write;
 pub mod index;
+mod mapped;
 pub mod prefetch;
 pub mod reader;

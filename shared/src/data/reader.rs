@@ -18,6 +18,7 @@ use std::sync::OnceLock;
 
 use super::h5::{self, Dtype, Storage};
 use super::index::DatasetIndex;
+use super::mapped;
 use crate::ids::ExamId;
 use crate::{Error, Result};
 
@@ -120,7 +121,7 @@ impl BatchReader {
             info.check_row_shape(index.n_samples, index.n_leads)?;
             let source = match info.storage {
                 Storage::Contiguous { offset } => {
-                    let map = map_file(&info.path, offset, info.n_rows * info.row_bytes())?;
+                    let map = mapped::map_file(&info.path, offset, info.n_rows * info.row_bytes())?;
                     Source::Mapped {
                         map,
                         offset: offset as usize,
@@ -308,27 +309,6 @@ impl BatchReader {
     }
 }
 
-/// Maps `path` read-only, after checking that it holds the `len` bytes of the dataset at
-/// `offset` (a truncated file is an error here, not a fault at read time).
-#[allow(unsafe_code)]
-fn map_file(path: &Path, offset: u64, len: usize) -> Result<memmap2::Mmap> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    if size < offset + len as u64 {
-        return Err(Error::hdf5(
-            path,
-            format!(
-                "truncated: the tracings need bytes {offset}..{} but the file has {size}",
-                offset + len as u64
-            ),
-        ));
-    }
-    // SAFETY: the mapping is read-only and lives as long as the reader. The dataset files are
-    // inputs that nothing writes while a run reads them; truncating one under a running reader
-    // would fault, as it would break any reader, and the size was checked above.
-    unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))
-}
-
 fn check_len(path: &Path, row: usize, got: usize, want: usize) -> Result<()> {
     if got == want {
         Ok(())
@@ -386,21 +366,6 @@ fn transpose_blocked<const S: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_file_shorter_than_its_dataset_is_refused_before_mapping() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("cut.hdf5");
-        std::fs::write(&p, vec![7u8; 1000]).unwrap();
-        let map = map_file(&p, 200, 800).unwrap();
-        assert_eq!(map.len(), 1000);
-        assert!(map[200..].iter().all(|&b| b == 7));
-        let e = map_file(&p, 200, 801).unwrap_err().to_string();
-        assert!(
-            e.contains("cut.hdf5") && e.contains("truncated") && e.contains("1000"),
-            "{e}"
-        );
-    }
 
     #[test]
     fn reader_and_prefetcher_can_move_between_threads() {
