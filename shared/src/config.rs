@@ -274,7 +274,7 @@ impl ClusterConfig {
                     p.display()
                 )));
             }
-            hits.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+            hits.sort_by_key(|p| natural_key(p));
             out.extend(hits);
         }
         Ok(out)

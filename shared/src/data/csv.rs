@@ -355,7 +355,7 @@ mod tests {
         // Data row 100,000 is on line 100,001; break its age.
         let start = text.match_indices('\n').nth(100_000 - 1).unwrap().0 + 1;
         let comma = start + text[start..].find(',').unwrap();
-        text.insert_str(comma + 1, "x");
+        text.insert(comma + 1, 'x');
         let p = write(&dir, "deep.csv", &text);
         let e = ExamTable::read(&p, &CsvColumns::default())
             .unwrap_err()
