@@ -37,6 +37,9 @@ pub enum Error {
     /// The CSV and the HDF5 files do not fit together.
     #[error("dataset: {0}")]
     Dataset(String),
+    /// Training inputs that do not fit together (lengths, non-finite values).
+    #[error("training: {0}")]
+    Training(String),
     /// A configuration value or command-line argument that cannot be used.
     #[error("config: {0}")]
     Config(String),

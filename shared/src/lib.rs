@@ -9,6 +9,8 @@
 //! - [`split`]: patient-level train/valid/test splits (`age-balanced`, `hash`, `file`) and
 //!   `split.csv`.
 //! - [`synth`]: the synthetic CODE-format cohort generator.
+//! - [`train`]: the training arithmetic on flat `f32` vectors: sample weights, loss, Adam,
+//!   the learning-rate schedule and the stop rule.
 //! - [`ids`]: newtypes for exam and patient ids.
 //! - [`error`]: the crate's error type.
 #![warn(missing_docs)]
@@ -20,5 +22,6 @@ pub mod error;
 pub mod ids;
 pub mod split;
 pub mod synth;
+pub mod train;
 
 pub use error::{Error, Result};

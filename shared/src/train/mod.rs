@@ -1,0 +1,24 @@
+//! The training arithmetic the coordinator applies to flat `f32` buffers, written without a
+//! tensor library so that every worker and the coordinator agree bit for bit: the seed's sample
+//! weights and weighted squared-error loss, the layout of the flat parameter vector, PyTorch's
+//! Adam and ReduceLROnPlateau, and the seed's stop rule.
+//!
+//! Layout:
+//! - [`weights`]: `compute_weights`, the age-balancing sample weights of the seed.
+//! - [`loss`]: the weighted sum of squared errors, its gradient and the mean absolute error.
+//! - [`flat`]: [`ParamLayout`] (named, name-sorted slices of one flat vector), gradient
+//!   summation and the finiteness check.
+//! - [`adam`]: [`Adam`] with `torch.optim.Adam` semantics and serialisable state.
+//! - [`schedule`]: [`ReduceLrOnPlateau`] with PyTorch semantics and the seed's [`StopRule`].
+
+pub mod adam;
+pub mod flat;
+pub mod loss;
+pub mod schedule;
+pub mod weights;
+
+pub use adam::{Adam, AdamConfig, AdamState};
+pub use flat::{ParamEntry, ParamLayout, check_finite, first_non_finite, sum_into};
+pub use loss::{abs_error_sum, mae, weighted_sse, weighted_sse_grad};
+pub use schedule::{PlateauConfig, ReduceLrOnPlateau, StopRule};
+pub use weights::compute_weights;
