@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::csv::CsvColumns;
-use crate::data::index::IndexOptions;
+use crate::data::csv::{CsvColumns, ExamTable};
+use crate::data::index::{DatasetIndex, IndexOptions, IndexReport};
 use crate::split::{Fractions, PinSpec, Split, SplitStrategy};
 use crate::{Error, Result};
 
@@ -307,6 +307,15 @@ impl ClusterConfig {
             min_age: d.min_age,
             max_age: d.max_age,
         }
+    }
+
+    /// Reads the exams table and joins it with the HDF5 files as `[data]` says. The coordinator
+    /// and every worker go through here, so that they build the same index.
+    pub fn build_index(&self) -> Result<(ExamTable, DatasetIndex, IndexReport)> {
+        let table = ExamTable::read(&self.csv_path(), &self.csv_columns())?;
+        let (index, report) =
+            DatasetIndex::build(&table, &self.hdf5_files()?, &self.index_options())?;
+        Ok((table, index, report))
     }
 
     /// The split strategy and fractions of `[split]` (already validated by `load`).

@@ -5,8 +5,6 @@
 use std::path::PathBuf;
 
 use ecg_shared::config::ClusterConfig;
-use ecg_shared::data::csv::ExamTable;
-use ecg_shared::data::index::DatasetIndex;
 
 use crate::Result;
 
@@ -27,8 +25,7 @@ pub fn run(args: &Args) -> Result<()> {
     if let Some(root) = &args.data_root {
         cfg.data.root = root.clone();
     }
-    let table = ExamTable::read(&cfg.csv_path(), &cfg.csv_columns())?;
-    let (index, report) = DatasetIndex::build(&table, &cfg.hdf5_files()?, &cfg.index_options())?;
+    let (_, index, report) = cfg.build_index()?;
     println!("{report}");
     println!("dataset fingerprint {}", index.fingerprint());
     Ok(())

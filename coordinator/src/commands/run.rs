@@ -4,8 +4,6 @@
 use std::path::PathBuf;
 
 use ecg_shared::config::ClusterConfig;
-use ecg_shared::data::csv::ExamTable;
-use ecg_shared::data::index::DatasetIndex;
 use ecg_shared::split::{self, SplitReport};
 
 use crate::{Error, Result};
@@ -28,9 +26,7 @@ pub fn run(args: &Args) -> Result<()> {
         });
     };
     let cfg = ClusterConfig::load(path)?;
-    let table = ExamTable::read(&cfg.csv_path(), &cfg.csv_columns())?;
-    let files = cfg.hdf5_files()?;
-    let (index, report) = DatasetIndex::build(&table, &files, &cfg.index_options())?;
+    let (table, index, report) = cfg.build_index()?;
     println!("{report}");
     if index.is_empty() {
         return Err(ecg_shared::Error::Dataset(format!(

@@ -220,16 +220,9 @@ impl TracingsFile {
             Storage::Chunked => {
                 let file = open_hdf5(&self.path)?;
                 let ds = dataset(&file, &self.path, &self.traces_dset)?;
-                match self.dtype {
-                    Dtype::F32 => Ok(read_row_hdf5::<f32>(&ds, &self.path, row)?
-                        .iter()
-                        .flat_map(|v| v.to_le_bytes())
-                        .collect()),
-                    Dtype::F64 => Ok(read_row_hdf5::<f64>(&ds, &self.path, row)?
-                        .iter()
-                        .flat_map(|v| v.to_le_bytes())
-                        .collect()),
-                }
+                let mut buf = Vec::with_capacity(self.row_bytes());
+                read_row_le_bytes_hdf5(&ds, &self.path, self.dtype, row, &mut buf)?;
+                Ok(buf)
             }
         }
     }
@@ -307,8 +300,33 @@ fn list_datasets(group: &hdf5::Group, out: &mut Vec<String>, depth: usize) {
     }
 }
 
+/// Replaces `out` with row `row` of a rank-3 dataset read through HDF5, as little-endian bytes
+/// of its element type `dtype` (the layout the direct path reads from the file).
+pub(crate) fn read_row_le_bytes_hdf5(
+    ds: &hdf5::Dataset,
+    path: &Path,
+    dtype: Dtype,
+    row: usize,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    out.clear();
+    match dtype {
+        Dtype::F32 => out.extend(
+            read_row_hdf5::<f32>(ds, path, row)?
+                .iter()
+                .flat_map(|v| v.to_le_bytes()),
+        ),
+        Dtype::F64 => out.extend(
+            read_row_hdf5::<f64>(ds, path, row)?
+                .iter()
+                .flat_map(|v| v.to_le_bytes()),
+        ),
+    }
+    Ok(())
+}
+
 /// Reads row `row` of a rank-3 dataset through HDF5, in the dataset's own element type.
-pub(crate) fn read_row_hdf5<T: hdf5::H5Type + Copy>(
+fn read_row_hdf5<T: hdf5::H5Type + Copy>(
     ds: &hdf5::Dataset,
     path: &Path,
     row: usize,

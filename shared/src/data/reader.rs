@@ -291,17 +291,7 @@ impl BatchReader {
                 Ok(&map[at..at + src.row_bytes])
             }
             Source::Library { ds, .. } => {
-                buf.clear();
-                match src.dtype {
-                    Dtype::F32 => {
-                        let v = h5::read_row_hdf5::<f32>(ds, &src.path, row)?;
-                        buf.extend(v.iter().flat_map(|x| x.to_le_bytes()));
-                    }
-                    Dtype::F64 => {
-                        let v = h5::read_row_hdf5::<f64>(ds, &src.path, row)?;
-                        buf.extend(v.iter().flat_map(|x| x.to_le_bytes()));
-                    }
-                }
+                h5::read_row_le_bytes_hdf5(ds, &src.path, src.dtype, row, buf)?;
                 check_len(&src.path, row, buf.len(), src.row_bytes)?;
                 Ok(buf.as_slice())
             }
