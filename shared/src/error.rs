@@ -43,6 +43,18 @@ pub enum Error {
     /// A configuration value or command-line argument that cannot be used.
     #[error("config: {0}")]
     Config(String),
+    /// A checkpoint (PyTorch `model.pth`, `config.json` or our safetensors) that cannot be used:
+    /// unreadable, truncated, or not matching the model (the message names the tensor).
+    #[error("{}: {msg}", path.display())]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A model computation failed (shapes, dtypes, device) inside Candle or our own ops.
+    #[error("model: {0}")]
+    Model(#[from] candle_core::Error),
 }
 
 impl Error {
@@ -57,6 +69,14 @@ impl Error {
     /// An [`Error::Hdf5`] for `path`.
     pub fn hdf5(path: impl Into<PathBuf>, msg: impl std::fmt::Display) -> Self {
         Error::Hdf5 {
+            path: path.into(),
+            msg: msg.to_string(),
+        }
+    }
+
+    /// An [`Error::Checkpoint`] for `path`.
+    pub fn checkpoint(path: impl Into<PathBuf>, msg: impl std::fmt::Display) -> Self {
+        Error::Checkpoint {
             path: path.into(),
             msg: msg.to_string(),
         }

@@ -11,6 +11,8 @@
 //! - [`synth`]: the synthetic CODE-format cohort generator.
 //! - [`train`]: the training arithmetic on flat `f32` vectors: sample weights, loss, Adam,
 //!   the learning-rate schedule and the stop rule.
+//! - [`model`]: the ECG-age network (`ResNet1d`) in Candle with our own conv op, PyTorch and
+//!   safetensors checkpoints, the training step.
 //! - [`ids`]: newtypes for exam and patient ids.
 //! - [`error`]: the crate's error type.
 #![warn(missing_docs)]
@@ -20,6 +22,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod ids;
+pub mod model;
 pub mod split;
 pub mod synth;
 pub mod train;

@@ -1,0 +1,134 @@
+//! `BatchNorm1d` with PyTorch's semantics: in training, normalise with the batch's statistics
+//! over (batch, length) and return them so that the running averages can be updated (here, or
+//! after a reduction over workers); in evaluation, use the running averages. eps 1e-5, momentum
+//! 0.1, running variance updated with the unbiased batch variance.
+use candle_core::{DType, Device, Result, Tensor, Var};
+
+/// PyTorch's default `eps`.
+pub const BN_EPS: f64 = 1e-5;
+/// PyTorch's default `momentum`.
+pub const BN_MOMENTUM: f64 = 0.1;
+
+/// The statistics one training forward saw in one batch-norm layer: per channel mean and
+/// unbiased variance over `count` values (batch x length).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BnBatchStats {
+    /// Per-channel mean.
+    pub mean: Vec<f64>,
+    /// Per-channel unbiased variance (divided by `count - 1`).
+    pub var_unbiased: Vec<f64>,
+    /// Values per channel (batch size times length).
+    pub count: usize,
+}
+
+/// One batch-norm layer: affine parameters (trainable) and running statistics (buffers).
+#[derive(Debug)]
+pub struct BatchNorm {
+    /// Name prefix, e.g. `resblock1d_0.bn1`.
+    pub prefix: String,
+    /// Scale (`.weight`).
+    pub weight: Var,
+    /// Shift (`.bias`).
+    pub bias: Var,
+    /// Running mean (`.running_mean`), f64 on the host so that updates do not drift.
+    pub running_mean: Vec<f64>,
+    /// Running variance (`.running_var`).
+    pub running_var: Vec<f64>,
+    /// Number of training batches seen (`.num_batches_tracked`).
+    pub num_batches_tracked: i64,
+}
+
+impl BatchNorm {
+    /// A fresh layer as PyTorch initialises it: weight 1, bias 0, mean 0, variance 1.
+    pub fn new(prefix: String, channels: usize, dtype: DType, device: &Device) -> Result<Self> {
+        Ok(Self {
+            prefix,
+            weight: Var::ones(channels, dtype, device)?,
+            bias: Var::zeros(channels, dtype, device)?,
+            running_mean: vec![0.0; channels],
+            running_var: vec![1.0; channels],
+            num_batches_tracked: 0,
+        })
+    }
+
+    /// Number of channels.
+    pub fn channels(&self) -> usize {
+        self.running_mean.len()
+    }
+
+    /// Normalises `x` (B, C, L) with the batch statistics, differentiably, and returns the
+    /// statistics it used.
+    pub fn forward_train(&self, x: &Tensor) -> Result<(Tensor, BnBatchStats)> {
+        let (b, c, l) = x.dims3()?;
+        let count = b * l;
+        let mean = x
+            .sum_keepdim(2)?
+            .sum_keepdim(0)?
+            .affine(1.0 / count as f64, 0.0)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let sq = xc.sqr()?.sum_keepdim(2)?.sum_keepdim(0)?;
+        let var = sq.affine(1.0 / count as f64, 0.0)?;
+        let inv_std = var.affine(1.0, BN_EPS)?.sqrt()?.recip()?;
+        let scale = inv_std.broadcast_mul(&self.weight.as_tensor().reshape((1, c, 1))?)?;
+        let y = xc
+            .broadcast_mul(&scale)?
+            .broadcast_add(&self.bias.as_tensor().reshape((1, c, 1))?)?;
+        let host = |t: &Tensor| -> Result<Vec<f64>> {
+            t.detach()
+                .flatten_all()?
+                .to_dtype(DType::F64)?
+                .to_vec1::<f64>()
+        };
+        let unbias = if count > 1 {
+            1.0 / (count - 1) as f64
+        } else {
+            f64::NAN
+        };
+        let stats = BnBatchStats {
+            mean: host(&mean)?,
+            var_unbiased: host(&sq)?.into_iter().map(|s| s * unbias).collect(),
+            count,
+        };
+        Ok((y, stats))
+    }
+
+    /// Normalises `x` (B, C, L) with the running statistics (evaluation mode).
+    pub fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, c, _) = x.dims3()?;
+        let w = self
+            .weight
+            .as_tensor()
+            .detach()
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?;
+        let b = self
+            .bias
+            .as_tensor()
+            .detach()
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?;
+        let mut scale = Vec::with_capacity(c);
+        let mut shift = Vec::with_capacity(c);
+        for i in 0..c {
+            let s = w[i] / (self.running_var[i] + BN_EPS).sqrt();
+            scale.push(s);
+            shift.push(b[i] - self.running_mean[i] * s);
+        }
+        let dev = x.device();
+        let scale = Tensor::from_vec(scale, (1, c, 1), dev)?.to_dtype(x.dtype())?;
+        let shift = Tensor::from_vec(shift, (1, c, 1), dev)?.to_dtype(x.dtype())?;
+        x.broadcast_mul(&scale)?.broadcast_add(&shift)
+    }
+
+    /// Folds one batch's statistics into the running averages, as PyTorch does after each
+    /// training forward.
+    pub fn update_running(&mut self, stats: &BnBatchStats) {
+        for i in 0..self.channels().min(stats.mean.len()) {
+            self.running_mean[i] =
+                (1.0 - BN_MOMENTUM) * self.running_mean[i] + BN_MOMENTUM * stats.mean[i];
+            self.running_var[i] =
+                (1.0 - BN_MOMENTUM) * self.running_var[i] + BN_MOMENTUM * stats.var_unbiased[i];
+        }
+        self.num_batches_tracked += 1;
+    }
+}
