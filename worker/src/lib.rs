@@ -6,5 +6,6 @@
 //! - [`error`]: the crate's error type.
 pub mod check_data;
 pub mod error;
+pub mod evaluate;
 
 pub use error::{Error, Result};

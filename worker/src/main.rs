@@ -1,6 +1,6 @@
 //! `worker`: parses the command line, sets up logging and runs the chosen command.
 use clap::{Parser, Subcommand};
-use ecg_worker::check_data;
+use ecg_worker::{check_data, evaluate};
 
 /// The ecg-cluster worker: one process per GPU.
 #[derive(Parser, Debug)]
@@ -14,12 +14,20 @@ struct Cli {
 enum Cmd {
     /// Index the dataset as this node sees it and print the report and the dataset fingerprint.
     CheckData(check_data::Args),
+    /// Predict the age of every exam of an HDF5 file with a trained network and write
+    /// `ids,predicted_age` (the seed's evaluate.py); with --csv, also print MAE, RMSE, mean error
+    /// and Pearson r against the true ages.
+    Evaluate(evaluate::Args),
 }
 
+#[allow(unsafe_code)]
 fn main() -> std::process::ExitCode {
+    // SAFETY: the first statement of `main`: no other thread exists yet.
+    unsafe { ecg_shared::cli::keep_candle_elementwise_on_caller() };
     ecg_shared::cli::init_logging();
     let result = match &Cli::parse().cmd {
         Cmd::CheckData(args) => check_data::run(args),
+        Cmd::Evaluate(args) => evaluate::run(args),
     };
     ecg_shared::cli::exit_code(result)
 }

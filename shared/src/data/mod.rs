@@ -17,3 +17,4 @@ pub mod index;
 mod mapped;
 pub mod prefetch;
 pub mod reader;
+pub mod sequential;
