@@ -5,8 +5,8 @@ use ecg_coordinator::commands;
 /// The ecg-cluster coordinator.
 ///
 /// With `--config cluster.toml` it indexes the dataset (CSV + HDF5), checks that they fit,
-/// splits the patients into train / valid / test and writes `split.csv` to the output
-/// directory. The subcommands generate a synthetic CODE-format cohort and split a CSV alone.
+/// splits the patients into train / valid / test, writes `split.csv` to the output directory
+/// and trains the network on this machine (history.csv, best and last checkpoints). The subcommands generate a synthetic CODE-format cohort and split a CSV alone.
 #[derive(Parser, Debug)]
 #[command(name = "coordinator", version, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -24,7 +24,10 @@ enum Cmd {
     Split(commands::split::Args),
 }
 
+#[allow(unsafe_code)]
 fn main() -> std::process::ExitCode {
+    // SAFETY: the first statement of `main`: no other thread exists yet.
+    unsafe { ecg_shared::cli::keep_candle_elementwise_on_caller() };
     ecg_shared::cli::init_logging();
     let cli = Cli::parse();
     let result = match &cli.cmd {

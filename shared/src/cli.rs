@@ -24,3 +24,23 @@ pub fn exit_code<E: Display>(result: Result<(), E>) -> ExitCode {
         }
     }
 }
+
+/// The variable Candle reads, once, to size the thread pool of its element-wise operations.
+pub const CANDLE_THREADS_VAR: &str = "CANDLE_NUM_THREADS";
+
+/// Runs Candle's element-wise operations on the calling thread, unless the user set
+/// `CANDLE_NUM_THREADS`. Candle 0.11 otherwise fans them out to a pool of its own whose threads
+/// spin while they wait, and which competes for the cores with the rayon threads of our
+/// convolutions: on 2 cores that made a small network's training steps about 5x slower (see
+/// bench/model.sh for the full-size figures).
+///
+/// # Safety
+/// It sets an environment variable, which is only sound while no other thread can read the
+/// environment: call it first thing in `main`, before any thread is started.
+#[allow(unsafe_code)]
+pub unsafe fn keep_candle_elementwise_on_caller() {
+    if std::env::var_os(CANDLE_THREADS_VAR).is_none() {
+        // SAFETY: the caller guarantees that the process has a single thread.
+        unsafe { std::env::set_var(CANDLE_THREADS_VAR, "1") };
+    }
+}

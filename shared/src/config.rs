@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::csv::{CsvColumns, ExamTable};
 use crate::data::index::{DatasetIndex, IndexOptions, IndexReport};
+use crate::model::ModelConfig;
 use crate::split::{Fractions, PinSpec, Split, SplitStrategy};
 use crate::{Error, Result};
 
@@ -28,6 +29,67 @@ pub struct ClusterConfig {
     pub split: SplitConfig,
     /// `[output]`: where results go.
     pub output: OutputConfig,
+    /// `[model]`: the network's architecture (the seed's `config.json` keys).
+    pub model: ModelConfig,
+    /// `[training]`: optimiser, schedule, batches and where training starts from.
+    pub training: TrainingConfig,
+}
+
+/// Order in which training exams are visited in an epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EpochOrder {
+    /// A new permutation of the training exams every epoch, from (`seed`, epoch).
+    Shuffle,
+    /// The seed's order, for comparisons: windows of `batch_size` consecutive HDF5 rows (files
+    /// in order), keeping the training exams of each window; the same every epoch.
+    Seed,
+}
+
+/// `[training]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingConfig {
+    /// Maximum number of epochs (the seed: 70).
+    pub epochs: u64,
+    /// Exams per optimiser step.
+    pub batch_size: usize,
+    /// Adam's initial learning rate.
+    pub lr: f64,
+    /// ReduceLROnPlateau patience, in epochs.
+    pub patience: u32,
+    /// ReduceLROnPlateau factor.
+    pub lr_factor: f64,
+    /// Training stops after an epoch run with a rate below this; the scheduler's floor is
+    /// `lr_factor * min_lr`.
+    pub min_lr: f64,
+    /// Seed of the initial weights, the epoch permutations and the dropout masks.
+    pub seed: u64,
+    /// `shuffle` or `seed` (see [`EpochOrder`]).
+    pub order: EpochOrder,
+    /// Checkpoint to start from (fine-tuning): a folder with the authors' `model.pth` and
+    /// `config.json`, a `.pth` file, or one of our `.safetensors` files. Empty: fresh weights.
+    /// Its architecture replaces `[model]`.
+    pub init_from: PathBuf,
+    /// Threads reading the next batches ahead of the model.
+    pub prefetch_threads: usize,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        TrainingConfig {
+            epochs: 70,
+            batch_size: 32,
+            lr: 1e-3,
+            patience: 7,
+            lr_factor: 0.1,
+            min_lr: 1e-7,
+            seed: 2,
+            order: EpochOrder::Shuffle,
+            init_from: PathBuf::new(),
+            prefetch_threads: 1,
+        }
+    }
 }
 
 /// `[data]`.
@@ -188,6 +250,7 @@ impl ClusterConfig {
             join(&self.data.root)
         };
         self.split.pin_file = join(&self.split.pin_file);
+        self.training.init_from = join(&self.training.init_from);
         self.output.dir = join(&self.output.dir);
         self
     }
@@ -237,6 +300,32 @@ impl ClusterConfig {
         }
         if self.output.dir.as_os_str().is_empty() {
             return bad("output.dir", "must not be empty".into());
+        }
+        self.model.validate()?;
+        if self.model.seq_length != d.n_samples {
+            return bad(
+                "model.seq_length",
+                format!(
+                    "{} differs from data.n_samples = {}",
+                    self.model.seq_length, d.n_samples
+                ),
+            );
+        }
+        let t = &self.training;
+        if t.batch_size == 0 {
+            return bad("training.batch_size", "must be at least 1".into());
+        }
+        if !(t.lr.is_finite() && t.lr > 0.0) {
+            return bad("training.lr", format!("{} is not a positive rate", t.lr));
+        }
+        if !(t.lr_factor > 0.0 && t.lr_factor < 1.0) {
+            return bad(
+                "training.lr_factor",
+                format!("{} is not in (0, 1)", t.lr_factor),
+            );
+        }
+        if !(t.min_lr.is_finite() && t.min_lr >= 0.0) {
+            return bad("training.min_lr", format!("{} is not a rate", t.min_lr));
         }
         Ok(())
     }

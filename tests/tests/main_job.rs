@@ -28,11 +28,15 @@ fn fingerprint(stdout: &str) -> String {
     fp
 }
 
+/// A tiny network and one epoch: these tests are about the data path, not the training.
+const TINY: &str =
+    "[model]\nnet_filter_size = [4, 4]\nnet_seq_lengh = [256, 16]\n[training]\nepochs = 1\n";
+
 fn config(dir: &Path, extra: &str) -> std::path::PathBuf {
     let p = dir.join("cluster.toml");
     std::fs::write(
         &p,
-        format!("[data]\nroot = \"data\"\n[output]\ndir = \"out\"\n{extra}"),
+        format!("[data]\nroot = \"data\"\n[output]\ndir = \"out\"\n{TINY}{extra}"),
     )
     .unwrap();
     p

@@ -1,10 +1,14 @@
 //! `coordinator --config cluster.toml`: loads the configuration, indexes the dataset (CSV and
 //! HDF5 joined by exam id), reports what was left out and why, prints the dataset fingerprint,
-//! splits the usable exams' patients and writes `split.csv` to the output directory.
+//! splits the usable exams' patients, writes `split.csv` to the output directory, then trains
+//! the network on this machine (the single-process trainer: history.csv, checkpoints).
 use std::path::PathBuf;
 
 use ecg_shared::config::ClusterConfig;
-use ecg_shared::split::{self, SplitReport};
+use ecg_shared::split::{self, Split, SplitReport};
+use ecg_shared::train::local::{TrainEvent, train_local};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
 
 use crate::{Error, Result};
 
@@ -62,5 +66,68 @@ pub fn run(args: &Args) -> Result<()> {
     );
     println!("{}", SplitReport::new(&usable, &assignment));
     println!("wrote {}", split_csv.display());
+
+    let train = assignment.rows(Split::Train);
+    let valid = assignment.rows(Split::Valid);
+    let t = &cfg.training;
+    println!(
+        "training on this machine: {} train / {} valid exams, batch {}, up to {} epochs, order {:?}{}",
+        train.len(),
+        valid.len(),
+        t.batch_size,
+        t.epochs,
+        t.order,
+        if t.init_from.as_os_str().is_empty() {
+            String::new()
+        } else {
+            format!(", starting from {}", t.init_from.display())
+        }
+    );
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(0);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} steps ({per_sec}, eta {eta}) {msg}",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let summary = train_local(&cfg, &index, &train, &valid, &mut |ev| match ev {
+        TrainEvent::EpochStart { epoch, steps, lr } => {
+            bar.reset();
+            bar.set_length(steps as u64);
+            bar.set_prefix(format!("epoch {epoch} lr {lr:.0e}"));
+        }
+        TrainEvent::Step { done, train_loss } => {
+            bar.set_position(done as u64);
+            bar.set_message(format!("train loss {train_loss:.2}"));
+        }
+        TrainEvent::Validating { exams } => bar.set_message(format!("validating {exams} exams")),
+        TrainEvent::EpochEnd(row) => {
+            bar.suspend(|| {
+                println!(
+                    "epoch {:>3}  train loss {:>10.4}  valid loss {:>10.4}  valid MAE {:>7.3} y  lr {:.1e}",
+                    row.epoch, row.train_loss, row.valid_loss, row.metrics.mae, row.lr
+                )
+            });
+        }
+        TrainEvent::Stopped { epoch, lr } => bar.suspend(|| {
+            println!(
+                "stopping after epoch {epoch}: learning rate {lr:.1e} is below training.min_lr"
+            )
+        }),
+    });
+    bar.finish_and_clear();
+    let summary = summary?;
+    match summary.best_epoch {
+        Some(e) => println!(
+            "best validation loss {:.4} at epoch {e}; outputs in {}",
+            summary.best_valid_loss,
+            summary.out_dir.display()
+        ),
+        None => println!("no epoch ran; outputs in {}", summary.out_dir.display()),
+    }
     Ok(())
 }

@@ -9,11 +9,18 @@
 //! - [`flat`]: [`ParamLayout`] (named, name-sorted slices of one flat vector), gradient
 //!   summation and the finiteness check.
 //! - [`adam`]: [`Adam`] with `torch.optim.Adam` semantics and serialisable state.
+//! - [`plan`]: the batches of an epoch (shuffled, or the seed's order).
+//! - [`history`]: `history.csv` and atomic file writes.
+//! - [`local`]: the single-process trainer.
 //! - [`schedule`]: [`ReduceLrOnPlateau`] with PyTorch semantics and the seed's [`StopRule`].
 
 pub mod adam;
 pub mod flat;
+pub mod history;
+pub mod local;
 pub mod loss;
+pub mod metrics;
+pub mod plan;
 pub mod schedule;
 pub mod weights;
 
