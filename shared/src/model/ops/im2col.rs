@@ -6,6 +6,12 @@
 //! that index falls in the padding. The convolution is then `W (C_out, C_in * K) @ col`, and the
 //! input gradient is `col2im(W^T @ grad)`. Tiles of output positions keep the column buffer small
 //! (a few hundred KiB) instead of materialising (C_in * K, L_out) for the whole batch.
+//!
+//! Each sample is first split into its zero-padded stride phases (phase r holds the padded
+//! positions r, r + stride, r + 2 stride, ...): every row of the column matrix is then one
+//! contiguous run of one phase, so building a tile is a series of plain copies and its adjoint a
+//! series of contiguous additions, whatever the stride and padding. For stride 1 the single phase
+//! is the zero-padded sample.
 use candle_core::{Result, bail};
 
 use super::scalar::Scalar;
@@ -37,7 +43,9 @@ impl Geom {
         if c_in == 0 || c_out == 0 || k == 0 || l_in == 0 {
             bail!("conv1d: empty dimension: c_in {c_in}, c_out {c_out}, kernel {k}, length {l_in}");
         }
-        let span = l_in + 2 * padding;
+        let Some(span) = padding.checked_mul(2).and_then(|p| p.checked_add(l_in)) else {
+            bail!("conv1d: padding {padding} is too large");
+        };
         if span < k {
             bail!("conv1d: kernel {k} is longer than the padded input ({l_in} + 2 x {padding})");
         }
@@ -102,9 +110,12 @@ pub(crate) fn split_phases<T: Scalar>(g: &Geom, x: &[T], ph: &mut Vec<T>) {
     for r in 0..s {
         // u * s + r - padding in 0..l_in  <=>  u in lo..hi
         let lo = g.padding.saturating_sub(r).div_ceil(s);
-        let hi = (g.l_in + g.padding).saturating_sub(r).div_ceil(s).min(n);
+        let hi = (g.l_in + g.padding).saturating_sub(r).div_ceil(s);
+        if hi <= lo {
+            continue; // the phase lies wholly in the padding
+        }
         for (c, xr) in x.chunks_exact(g.l_in).enumerate().take(g.c_in) {
-            let dst = &mut ph[(r * g.c_in + c) * n..][lo..hi.max(lo)];
+            let dst = &mut ph[(r * g.c_in + c) * n..][lo..hi];
             let first = lo * s + r - g.padding;
             if s == 1 {
                 dst.copy_from_slice(&xr[first..first + dst.len()]);
@@ -123,9 +134,12 @@ pub(crate) fn merge_phases<T: Scalar>(g: &Geom, ph: &[T], gx: &mut [T]) {
     let (s, n) = (g.stride, g.phase_len());
     for r in 0..s {
         let lo = g.padding.saturating_sub(r).div_ceil(s);
-        let hi = (g.l_in + g.padding).saturating_sub(r).div_ceil(s).min(n);
+        let hi = (g.l_in + g.padding).saturating_sub(r).div_ceil(s);
+        if hi <= lo {
+            continue;
+        }
         for (c, gr) in gx.chunks_exact_mut(g.l_in).enumerate().take(g.c_in) {
-            let src = &ph[(r * g.c_in + c) * n..][lo..hi.max(lo)];
+            let src = &ph[(r * g.c_in + c) * n..][lo..hi];
             let first = lo * s + r - g.padding;
             if s == 1 {
                 gr[first..first + src.len()].copy_from_slice(src);

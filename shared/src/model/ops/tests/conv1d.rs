@@ -142,6 +142,46 @@ fn input_and_weight_gradients_match_finite_differences() -> Result<()> {
 }
 
 #[test]
+fn every_small_geometry_matches_the_reference_in_both_directions() -> Result<()> {
+    // Lengths shorter than the stride, phases wholly in the padding, kernels as long as the
+    // padded input: the edge cases of the stride-phase split.
+    let (b, ci, co) = (2, 2, 3);
+    let mut checked = 0;
+    for l in 1..=6 {
+        for k in 1..=4 {
+            for s in 1..=4 {
+                for p in 0..=2 {
+                    let (xv, wv) = (uniform(b * ci * l, 31), uniform(co * ci * k, 32));
+                    let (x, w) = (tensor(&xv, &[b, ci, l])?, tensor(&wv, &[co, ci, k])?);
+                    if l + 2 * p < k {
+                        assert!(conv1d(&x, &w, s, p).is_err(), "l{l} k{k} s{s} p{p}");
+                        continue;
+                    }
+                    let want = naive(&xv, (b, ci, l), &wv, (co, k), s, p);
+                    let err = max_rel_err(&values(&conv1d(&x, &w, s, p)?)?, &want);
+                    assert!(err < 1e-12, "forward l{l} k{k} s{s} p{p}: error {err}");
+                    let (ga, gn) = grad_pair(&xv, &[b, ci, l], |x| conv1d(x, &w, s, p))?;
+                    let err = max_rel_err(&ga, &gn);
+                    assert!(
+                        err < 1e-7,
+                        "input gradient l{l} k{k} s{s} p{p}: error {err}"
+                    );
+                    let (ga, gn) = grad_pair(&wv, &[co, ci, k], |w| conv1d(&x, w, s, p))?;
+                    let err = max_rel_err(&ga, &gn);
+                    assert!(
+                        err < 1e-7,
+                        "weight gradient l{l} k{k} s{s} p{p}: error {err}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 200, "only {checked} geometries checked");
+    Ok(())
+}
+
+#[test]
 fn gradients_of_a_plain_sum_and_of_both_arguments_at_once() -> Result<()> {
     // loss = sum(out): the output gradient arrives as a broadcast (stride 0) view.
     let (b, ci, co, l, k, s, p) = (2, 2, 3, 12, 17, 2, 8);
