@@ -4,6 +4,8 @@
 //! 0.1, running variance updated with the unbiased batch variance.
 use candle_core::{DType, Device, Result, Tensor, Var};
 
+use super::bn_op::batch_norm_train;
+
 /// PyTorch's default `eps`.
 pub const BN_EPS: f64 = 1e-5;
 /// PyTorch's default `momentum`.
@@ -56,37 +58,20 @@ impl BatchNorm {
         self.running_mean.len()
     }
 
-    /// Normalises `x` (B, C, L) with the batch statistics, differentiably, and returns the
-    /// statistics it used.
+    /// Normalises `x` (B, C, L) with the batch statistics, differentiably (our fused op,
+    /// [`super::bn_op`]), and returns the statistics it used.
     pub fn forward_train(&self, x: &Tensor) -> Result<(Tensor, BnBatchStats)> {
-        let (b, c, l) = x.dims3()?;
+        let (b, _, l) = x.dims3()?;
         let count = b * l;
-        let mean = x
-            .sum_keepdim(2)?
-            .sum_keepdim(0)?
-            .affine(1.0 / count as f64, 0.0)?;
-        let xc = x.broadcast_sub(&mean)?;
-        let sq = xc.sqr()?.sum_keepdim(2)?.sum_keepdim(0)?;
-        let var = sq.affine(1.0 / count as f64, 0.0)?;
-        let inv_std = var.affine(1.0, BN_EPS)?.sqrt()?.recip()?;
-        let scale = inv_std.broadcast_mul(&self.weight.as_tensor().reshape((1, c, 1))?)?;
-        let y = xc
-            .broadcast_mul(&scale)?
-            .broadcast_add(&self.bias.as_tensor().reshape((1, c, 1))?)?;
-        let host = |t: &Tensor| -> Result<Vec<f64>> {
-            t.detach()
-                .flatten_all()?
-                .to_dtype(DType::F64)?
-                .to_vec1::<f64>()
-        };
+        let (y, s) = batch_norm_train(x, self.weight.as_tensor(), self.bias.as_tensor(), BN_EPS)?;
         let unbias = if count > 1 {
-            1.0 / (count - 1) as f64
+            count as f64 / (count - 1) as f64
         } else {
             f64::NAN
         };
         let stats = BnBatchStats {
-            mean: host(&mean)?,
-            var_unbiased: host(&sq)?.into_iter().map(|s| s * unbias).collect(),
+            var_unbiased: s.var.iter().map(|v| v * unbias).collect(),
+            mean: s.mean,
             count,
         };
         Ok((y, stats))

@@ -5,6 +5,7 @@
 //! - [`ops`]: our own Candle ops (conv1d, max-pool) with forward and backward.
 //! - [`layers`], [`batchnorm`], [`dropout`], [`block`], [`resnet`]: the seed's `ResNet1d`
 //!   with its parameter names, training and evaluation modes.
+//! - [`bn_op`]: training-mode batch norm as one fused op with its backward.
 //! - [`weights`]: state-dict export and strict import.
 //! - [`step`]: one training step's loss, gradient and batch statistics.
 //! - [`state`]: host-side named tensors, the currency between the model and files.
@@ -13,6 +14,7 @@
 //! - [`checkpoint`]: finding and loading a model from a path, saving ours.
 pub mod batchnorm;
 pub mod block;
+pub mod bn_op;
 pub mod checkpoint;
 pub mod config;
 pub mod dropout;
