@@ -28,6 +28,7 @@ enum Cmd {
 fn main() -> std::process::ExitCode {
     // SAFETY: the first statement of `main`: no other thread exists yet.
     unsafe { ecg_shared::cli::keep_candle_elementwise_on_caller() };
+    ecg_shared::cli::keep_freed_memory();
     ecg_shared::cli::init_logging();
     let cli = Cli::parse();
     let result = match &cli.cmd {
