@@ -7,3 +7,17 @@
 pub mod run;
 pub mod split;
 pub mod synth;
+
+/// A progress bar on stderr with `template` when stderr is a terminal; hidden otherwise (logs
+/// and redirected output stay clean).
+pub(crate) fn progress_bar(template: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar
+}

@@ -7,8 +7,6 @@ use std::path::PathBuf;
 use ecg_shared::config::ClusterConfig;
 use ecg_shared::split::{self, Split, SplitReport};
 use ecg_shared::train::local::{TrainEvent, train_local};
-use indicatif::{ProgressBar, ProgressStyle};
-use std::io::IsTerminal;
 
 use crate::{Error, Result};
 
@@ -83,17 +81,9 @@ pub fn run(args: &Args) -> Result<()> {
             format!(", starting from {}", t.init_from.display())
         }
     );
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(0);
-        if let Ok(style) = ProgressStyle::with_template(
-            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} steps ({per_sec}, eta {eta}) {msg}",
-        ) {
-            bar.set_style(style);
-        }
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = super::progress_bar(
+        "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} steps ({per_sec}, eta {eta}) {msg}",
+    );
     let summary = train_local(&cfg, &index, &train, &valid, &mut |ev| match ev {
         TrainEvent::EpochStart { epoch, steps, lr } => {
             bar.reset();

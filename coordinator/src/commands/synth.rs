@@ -5,11 +5,9 @@
 //! ```text
 //! coordinator synth --out data/synth --patients 10000 --seed 1 [--exams-per-part 20000] [--threads 2] [--force]
 //! ```
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use ecg_shared::synth::{self, MAX_PATIENTS, SynthConfig, SynthSummary};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::{Error, Result};
 
@@ -89,17 +87,9 @@ fn check_out_dir(out: &Path, force: bool) -> Result<()> {
 pub fn run(args: &Args) -> Result<()> {
     let cfg = args.config()?;
     check_out_dir(&args.out, args.force)?;
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(0);
-        if let Ok(style) = ProgressStyle::with_template(
-            "{spinner} synth [{elapsed_precise}] {wide_bar} {pos}/{len} exams ({per_sec}, eta {eta}) {msg}",
-        ) {
-            bar.set_style(style);
-        }
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = super::progress_bar(
+        "{spinner} synth [{elapsed_precise}] {wide_bar} {pos}/{len} exams ({per_sec}, eta {eta}) {msg}",
+    );
     let summary = synth::generate(&cfg, &args.out, |p| {
         bar.set_length(p.exams_total);
         bar.set_position(p.exams_done);

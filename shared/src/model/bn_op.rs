@@ -91,6 +91,31 @@ fn per_channel<T: Sync, R: Send>(
         .collect()
 }
 
+/// The body of `cpu_fwd` for three contiguous f32 (or f64) arguments: (x, a, b) -> self.run.
+macro_rules! dispatch3 {
+    ($op:expr, $s1:expr, $l1:expr, $s2:expr, $l2:expr, $s3:expr, $l3:expr, $n2:literal, $n3:literal) => {
+        match ($s1, $s2, $s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(a), CpuStorage::F32(b)) => $op.run(
+                contiguous(x, $l1, "input")?,
+                $l1,
+                contiguous(a, $l2, $n2)?,
+                contiguous(b, $l3, $n3)?,
+            ),
+            (CpuStorage::F64(x), CpuStorage::F64(a), CpuStorage::F64(b)) => $op.run(
+                contiguous(x, $l1, "input")?,
+                $l1,
+                contiguous(a, $l2, $n2)?,
+                contiguous(b, $l3, $n3)?,
+            ),
+            (x, _, _) => bail!(
+                "{}: expects f32 or f64 tensors, got {:?}",
+                $op.name(),
+                x.dtype()
+            ),
+        }
+    };
+}
+
 #[derive(Clone, Debug)]
 struct BnTrain {
     eps: f64,
@@ -149,25 +174,7 @@ impl CustomOp3 for BnTrain {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => self.run(
-                contiguous(x, l1, "input")?,
-                l1,
-                contiguous(w, l2, "weight")?,
-                contiguous(b, l3, "bias")?,
-            ),
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => self.run(
-                contiguous(x, l1, "input")?,
-                l1,
-                contiguous(w, l2, "weight")?,
-                contiguous(b, l3, "bias")?,
-            ),
-            (x, _, _) => bail!(
-                "{}: expects f32 or f64 tensors, got {:?}",
-                self.name(),
-                x.dtype()
-            ),
-        }
+        dispatch3!(self, s1, l1, s2, l2, s3, l3, "weight", "bias")
     }
 
     fn bwd(
@@ -268,25 +275,7 @@ impl CustomOp3 for BnTrainGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(g)) => self.run(
-                contiguous(x, l1, "input")?,
-                l1,
-                contiguous(w, l2, "weight")?,
-                contiguous(g, l3, "gradient")?,
-            ),
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(g)) => self.run(
-                contiguous(x, l1, "input")?,
-                l1,
-                contiguous(w, l2, "weight")?,
-                contiguous(g, l3, "gradient")?,
-            ),
-            (x, _, _) => bail!(
-                "{}: expects f32 or f64 tensors, got {:?}",
-                self.name(),
-                x.dtype()
-            ),
-        }
+        dispatch3!(self, s1, l1, s2, l2, s3, l3, "weight", "gradient")
     }
 }
 
