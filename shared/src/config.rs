@@ -33,6 +33,62 @@ pub struct ClusterConfig {
     pub model: ModelConfig,
     /// `[training]`: optimiser, schedule, batches and where training starts from.
     pub training: TrainingConfig,
+    /// `[cluster]`: how the coordinator serves its workers.
+    pub cluster: ClusterSection,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// Address the coordinator's gRPC service listens on (`host:port`; port 0: any free port).
+    pub listen: String,
+    /// Address of the Prometheus `/metrics` endpoint; empty: none.
+    pub metrics_listen: String,
+    /// File holding the cluster token every call must carry; empty: no token (local runs only).
+    pub token_file: PathBuf,
+    /// Training starts when this many workers have registered.
+    pub min_workers: usize,
+    /// Exams per unit of work: one forward and backward pass on a worker. A step's
+    /// `training.batch_size` exams are cut into units of this size and shared among the
+    /// workers; 0: the batch size divided by `min_workers`, rounded up.
+    pub micro_batch: usize,
+    /// Exams per prediction task (validation and test).
+    pub predict_batch: usize,
+    /// How often workers send a heartbeat, in milliseconds.
+    pub heartbeat_ms: u64,
+    /// A worker silent for this long is dropped and its units go back to the queue.
+    pub worker_timeout_ms: u64,
+    /// The full training state is checkpointed every this many steps (and after every
+    /// epoch); 0: after every epoch only.
+    pub checkpoint_every_steps: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            listen: "0.0.0.0:50051".into(),
+            metrics_listen: "0.0.0.0:9090".into(),
+            token_file: PathBuf::new(),
+            min_workers: 1,
+            micro_batch: 0,
+            predict_batch: 128,
+            heartbeat_ms: 1000,
+            worker_timeout_ms: 10_000,
+            checkpoint_every_steps: 500,
+        }
+    }
+}
+
+impl ClusterSection {
+    /// Exams per unit for a step of `batch_size` exams.
+    pub fn unit_size(&self, batch_size: usize) -> usize {
+        if self.micro_batch > 0 {
+            self.micro_batch.min(batch_size)
+        } else {
+            batch_size.div_ceil(self.min_workers.max(1))
+        }
+    }
 }
 
 /// Order in which training exams are visited in an epoch.
@@ -73,6 +129,9 @@ pub struct TrainingConfig {
     pub init_from: PathBuf,
     /// Threads reading the next batches ahead of the model.
     pub prefetch_threads: usize,
+    /// Stop after this many optimizer steps in all (the state is checkpointed; a restart with a
+    /// larger value goes on); 0: no limit. For smoke tests and benchmarks.
+    pub max_steps: u64,
 }
 
 impl Default for TrainingConfig {
@@ -88,6 +147,7 @@ impl Default for TrainingConfig {
             order: EpochOrder::Shuffle,
             init_from: PathBuf::new(),
             prefetch_threads: 1,
+            max_steps: 0,
         }
     }
 }
@@ -252,6 +312,7 @@ impl ClusterConfig {
         self.split.pin_file = join(&self.split.pin_file);
         self.training.init_from = join(&self.training.init_from);
         self.output.dir = join(&self.output.dir);
+        self.cluster.token_file = join(&self.cluster.token_file);
         self
     }
 
@@ -326,6 +387,25 @@ impl ClusterConfig {
         }
         if !(t.min_lr.is_finite() && t.min_lr >= 0.0) {
             return bad("training.min_lr", format!("{} is not a rate", t.min_lr));
+        }
+        let c = &self.cluster;
+        if c.listen.trim().is_empty() {
+            return bad("cluster.listen", "must be host:port".into());
+        }
+        if c.min_workers == 0 {
+            return bad("cluster.min_workers", "must be at least 1".into());
+        }
+        if c.predict_batch == 0 {
+            return bad("cluster.predict_batch", "must be at least 1".into());
+        }
+        if c.heartbeat_ms == 0 || c.worker_timeout_ms <= c.heartbeat_ms {
+            return bad(
+                "cluster.worker_timeout_ms",
+                format!(
+                    "{} must exceed heartbeat_ms = {} (which must be positive)",
+                    c.worker_timeout_ms, c.heartbeat_ms
+                ),
+            );
         }
         Ok(())
     }

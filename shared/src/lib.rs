@@ -13,6 +13,7 @@
 //!   the learning-rate schedule and the stop rule.
 //! - [`model`]: the ECG-age network (`ResNet1d`) in Candle with our own conv op, PyTorch and
 //!   safetensors checkpoints, the training step.
+//! - [`wire`]: float vectors as byte chunks for the network, and their reassembly.
 //! - [`ids`]: newtypes for exam and patient ids.
 //! - [`error`]: the crate's error type.
 #![warn(missing_docs)]
@@ -26,5 +27,6 @@ pub mod model;
 pub mod split;
 pub mod synth;
 pub mod train;
+pub mod wire;
 
 pub use error::{Error, Result};

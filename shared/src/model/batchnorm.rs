@@ -117,3 +117,87 @@ impl BatchNorm {
         self.num_batches_tracked += 1;
     }
 }
+
+/// The statistics of several disjoint batches of one layer, pooled as if computed over their
+/// union: the count-weighted mean, and the unbiased variance from the summed squared deviations
+/// (within each batch and of each batch's mean from the pooled mean). Batches are folded in the
+/// order given, so the result is the same on every machine. `None` for no batches.
+pub fn pool_batch_stats<'a>(
+    batches: impl IntoIterator<Item = &'a BnBatchStats>,
+) -> Option<BnBatchStats> {
+    let batches: Vec<&BnBatchStats> = batches.into_iter().collect();
+    let first = batches.first()?;
+    if batches.len() == 1 {
+        return Some((*first).clone());
+    }
+    let channels = first.mean.len();
+    let count: usize = batches.iter().map(|b| b.count).sum();
+    let n = count as f64;
+    let mut mean = vec![0.0; channels];
+    for b in &batches {
+        for (m, &bm) in mean.iter_mut().zip(&b.mean) {
+            *m += bm * b.count as f64 / n;
+        }
+    }
+    let mut var_unbiased = vec![0.0; channels];
+    for b in &batches {
+        let k = b.count as f64;
+        for c in 0..channels.min(b.mean.len()) {
+            let within = b.var_unbiased[c] * (k - 1.0).max(0.0);
+            let d = b.mean[c] - mean[c];
+            var_unbiased[c] += within + k * d * d;
+        }
+    }
+    for v in &mut var_unbiased {
+        *v /= (n - 1.0).max(1.0);
+    }
+    Some(BnBatchStats {
+        mean,
+        var_unbiased,
+        count,
+    })
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use super::*;
+
+    fn stats_of(values: &[Vec<f64>]) -> BnBatchStats {
+        // values[c] = the channel's values.
+        let count = values[0].len();
+        let mean: Vec<f64> = values
+            .iter()
+            .map(|v| v.iter().sum::<f64>() / count as f64)
+            .collect();
+        let var_unbiased = values
+            .iter()
+            .zip(&mean)
+            .map(|(v, m)| v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (count as f64 - 1.0))
+            .collect();
+        BnBatchStats {
+            mean,
+            var_unbiased,
+            count,
+        }
+    }
+
+    #[test]
+    fn pooled_statistics_equal_those_of_the_union() {
+        let a = vec![vec![1.0, 2.0, 4.0], vec![-1.0, 0.5, 3.0]];
+        let b = vec![vec![10.0, -2.0], vec![7.0, 7.5]];
+        let union: Vec<Vec<f64>> = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| [&x[..], &y[..]].concat())
+            .collect();
+        let pooled = pool_batch_stats([&stats_of(&a), &stats_of(&b)]).expect("two batches");
+        let direct = stats_of(&union);
+        assert_eq!(pooled.count, 5);
+        for c in 0..2 {
+            assert!((pooled.mean[c] - direct.mean[c]).abs() < 1e-12);
+            assert!((pooled.var_unbiased[c] - direct.var_unbiased[c]).abs() < 1e-12);
+        }
+        assert_eq!(pool_batch_stats([&stats_of(&a)]), Some(stats_of(&a)));
+        assert_eq!(pool_batch_stats(std::iter::empty()), None);
+    }
+}

@@ -276,6 +276,42 @@ impl ResNet1d {
         Ok(())
     }
 
+    /// The batch-norm buffers of every layer in model order: running means then running
+    /// variances of each layer, one after the other, and each layer's batch count.
+    pub fn bn_buffers(&self) -> (Vec<f64>, Vec<i64>) {
+        let mut running = Vec::new();
+        let mut tracked = Vec::new();
+        for bn in self.batch_norms() {
+            running.extend_from_slice(&bn.running_mean);
+            running.extend_from_slice(&bn.running_var);
+            tracked.push(bn.num_batches_tracked);
+        }
+        (running, tracked)
+    }
+
+    /// Overwrites the batch-norm buffers from the layout of [`ResNet1d::bn_buffers`].
+    pub fn set_bn_buffers(&mut self, running: &[f64], tracked: &[i64]) -> Result<()> {
+        let mut bns = self.batch_norms_mut();
+        let want: usize = bns.iter().map(|b| 2 * b.channels()).sum();
+        if running.len() != want || tracked.len() != bns.len() {
+            return Err(Error::Training(format!(
+                "{} running values and {} batch counts for {} batch-norm layers of {want} values",
+                running.len(),
+                tracked.len(),
+                bns.len()
+            )));
+        }
+        let mut at = 0;
+        for (bn, &t) in bns.iter_mut().zip(tracked) {
+            let c = bn.channels();
+            bn.running_mean.copy_from_slice(&running[at..at + c]);
+            bn.running_var.copy_from_slice(&running[at + c..at + 2 * c]);
+            bn.num_batches_tracked = t;
+            at += 2 * c;
+        }
+        Ok(())
+    }
+
     /// The parameters as one flat `f32` vector in [`ResNet1d::layout`] order.
     pub fn params_flat(&self) -> Result<Vec<f32>> {
         let mut out = Vec::with_capacity(self.layout.total_len());

@@ -5,6 +5,7 @@
 //! PyTorch multiplies them into `f32` tensors; the vector arithmetic is `f32` in PyTorch's order.
 //! The state (step count and both moments) is serialisable, and a restored optimiser continues
 //! bit for bit.
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -157,26 +158,32 @@ impl Adam {
             exp_avg_sq,
             ..
         } = &mut self.state;
-        for (((p, &g), m), v) in params
-            .iter_mut()
-            .zip(grad)
-            .zip(exp_avg.iter_mut())
-            .zip(exp_avg_sq.iter_mut())
-        {
-            // exp_avg.lerp_(grad, 1 - beta1), as PyTorch's vectorised lerp (one fused multiply-add).
-            *m = if small_weight {
-                w1.mul_add(g - *m, *m)
-            } else {
-                (w1 - 1.0).mul_add(g - *m, g)
-            };
-            // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            *v *= b2;
-            *v += one_minus_b2 * g * g;
-            // denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-            let denom = v.sqrt() / bc2_sqrt + eps;
-            // param.addcdiv_(exp_avg, denom, value=-step_size)
-            *p += neg_step * *m / denom;
-        }
+        // Element-wise, so the result does not depend on how the vectors are cut between threads.
+        const PIECE: usize = 1 << 16;
+        params
+            .par_chunks_mut(PIECE)
+            .zip(grad.par_chunks(PIECE))
+            .zip(exp_avg.par_chunks_mut(PIECE))
+            .zip(exp_avg_sq.par_chunks_mut(PIECE))
+            .for_each(|(((ps, gs), ms), vs)| {
+                for (((p, &g), m), v) in ps.iter_mut().zip(gs).zip(ms.iter_mut()).zip(vs.iter_mut())
+                {
+                    // exp_avg.lerp_(grad, 1 - beta1), as PyTorch's vectorised lerp (one fused
+                    // multiply-add).
+                    *m = if small_weight {
+                        w1.mul_add(g - *m, *m)
+                    } else {
+                        (w1 - 1.0).mul_add(g - *m, g)
+                    };
+                    // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                    *v *= b2;
+                    *v += one_minus_b2 * g * g;
+                    // denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+                    let denom = v.sqrt() / bc2_sqrt + eps;
+                    // param.addcdiv_(exp_avg, denom, value=-step_size)
+                    *p += neg_step * *m / denom;
+                }
+            });
         Ok(())
     }
 }

@@ -14,7 +14,7 @@ pub const HISTORY_HEADER: &str =
     "epoch,train_loss,valid_loss,lr,weighted_rmse,weighted_mae,rmse,mse,mae";
 
 /// One epoch of the history.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HistoryRow {
     /// 0-based epoch.
     pub epoch: u64,
@@ -29,7 +29,7 @@ pub struct HistoryRow {
 }
 
 /// Error summaries on the validation split.
-#[derive(Clone, Copy, Debug, PartialEq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ValidMetrics {
     /// `sqrt(sum w e^2 / sum w)`.
     pub weighted_rmse: f64,

@@ -110,7 +110,8 @@ pub fn initial_model(cfg: &ClusterConfig, device: &Device) -> Result<ResNet1d> {
     ckpt.build(device)
 }
 
-fn config_json(model: &ModelConfig, cfg: &ClusterConfig) -> Result<Vec<u8>> {
+/// `config.json` of a run: the architecture with the seed's keys, and the training settings.
+pub fn config_json(model: &ModelConfig, cfg: &ClusterConfig) -> Result<Vec<u8>> {
     let mut v = model.to_json_value();
     let t = &cfg.training;
     if let Some(o) = v.as_object_mut() {

@@ -12,6 +12,8 @@
 //! - [`plan`]: the batches of an epoch (shuffled, or the seed's order).
 //! - [`history`]: `history.csv` and atomic file writes.
 //! - [`local`]: the single-process trainer.
+//! - [`resume`]: the on-disk training state (`train_state.safetensors`) a restarted run
+//!   continues from, mid-epoch, with a checksum and a fallback to the previous file.
 //! - [`schedule`]: [`ReduceLrOnPlateau`] with PyTorch semantics and the seed's [`StopRule`].
 
 pub mod adam;
@@ -21,6 +23,7 @@ pub mod local;
 pub mod loss;
 pub mod metrics;
 pub mod plan;
+pub mod resume;
 pub mod schedule;
 pub mod weights;
 

@@ -1,0 +1,117 @@
+//! Float vectors as they travel between coordinator and workers: little-endian IEEE-754 bytes
+//! cut into chunks with their byte offsets, and the assembler that puts received chunks back
+//! into a vector, refusing any chunk that is out of order, misaligned, or beyond the announced
+//! length, and any non-finite value when asked to.
+use bytes::Bytes;
+
+use crate::{Error, Result};
+
+/// `values` as little-endian chunks of at most `chunk_bytes` bytes (a multiple of 4), with
+/// the byte offset of each.
+pub fn f32_chunks(values: &[f32], chunk_bytes: usize) -> Vec<(u64, Bytes)> {
+    let per = (chunk_bytes / 4).max(1);
+    values
+        .chunks(per)
+        .enumerate()
+        .map(|(i, c)| {
+            let mut b = Vec::with_capacity(c.len() * 4);
+            for v in c {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            ((i * per * 4) as u64, Bytes::from(b))
+        })
+        .collect()
+}
+
+/// Receives the chunks of one vector of a known length, in order.
+#[derive(Debug)]
+pub struct F32Assembler {
+    values: Vec<f32>,
+    expected: usize,
+    what: &'static str,
+}
+
+impl F32Assembler {
+    /// An assembler for `n` values; `buffer` is reused (cleared) to avoid an allocation.
+    pub fn new(n: usize, mut buffer: Vec<f32>, what: &'static str) -> Self {
+        buffer.clear();
+        buffer.reserve(n);
+        F32Assembler {
+            values: buffer,
+            expected: n,
+            what,
+        }
+    }
+
+    /// Appends the chunk at byte `offset`; it must start where the previous one ended.
+    pub fn push(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        let at = (self.values.len() * 4) as u64;
+        if offset != at {
+            return Err(Error::Training(format!(
+                "{}: chunk at byte {offset}, expected byte {at}",
+                self.what
+            )));
+        }
+        if !data.len().is_multiple_of(4) || self.values.len() + data.len() / 4 > self.expected {
+            return Err(Error::Training(format!(
+                "{}: a chunk of {} bytes at byte {offset} does not fit {} values",
+                self.what,
+                data.len(),
+                self.expected
+            )));
+        }
+        self.values.extend(
+            data.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        );
+        Ok(())
+    }
+
+    /// Values received so far.
+    pub fn received(&self) -> usize {
+        self.values.len()
+    }
+
+    /// The vector, once every value has arrived.
+    pub fn finish(self) -> Result<Vec<f32>> {
+        if self.values.len() != self.expected {
+            return Err(Error::Training(format!(
+                "{}: {} of {} values arrived",
+                self.what,
+                self.values.len(),
+                self.expected
+            )));
+        }
+        Ok(self.values)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_reassemble_exactly_and_bad_chunks_are_refused() {
+        let v: Vec<f32> = (0..1001).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let chunks = f32_chunks(&v, 400);
+        assert_eq!(chunks.len(), 11);
+        assert!(chunks.iter().all(|(_, b)| b.len() <= 400));
+        let mut a = F32Assembler::new(v.len(), Vec::new(), "test");
+        for (off, b) in &chunks {
+            a.push(*off, b).expect("in order");
+        }
+        assert_eq!(a.finish().expect("complete"), v);
+
+        let mut a = F32Assembler::new(v.len(), Vec::new(), "test");
+        let err = a
+            .push(chunks[1].0, &chunks[1].1)
+            .expect_err("skips a chunk");
+        assert!(err.to_string().contains("expected byte 0"), "{err}");
+        a.push(0, &[1, 2, 3]).expect_err("misaligned");
+        let mut short = F32Assembler::new(2, Vec::new(), "test");
+        short.push(0, &[0; 12]).expect_err("too long");
+        short.push(0, &[0; 4]).expect("fits");
+        let err = short.finish().expect_err("incomplete");
+        assert!(err.to_string().contains("1 of 2"), "{err}");
+    }
+}
