@@ -3,7 +3,8 @@
 //!
 //! Layout:
 //! - [`v1`]: the generated messages and services of package `ecg.v1`.
-//! - [`PROTOCOL_VERSION`]: the version a worker announces and the coordinator checks.
+//! - [`PROTOCOL_VERSION`]: the version a worker announces and the coordinator checks; the
+//!   other constants are the protocol's fixed numbers (chunk size, message limit, versions).
 #![warn(missing_docs)]
 
 /// Generated code of package `ecg.v1`.
@@ -15,6 +16,22 @@ pub mod v1 {
 /// Version of the wire protocol; bumped on every incompatible change of `protos/ecg/v1`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The state version of the best model (by validation loss), used to predict the test split.
+pub const BEST_VERSION: u64 = u64::MAX;
+
+/// The `have_version` of a worker that holds no state yet.
+pub const NO_VERSION: u64 = u64::MAX - 1;
+
+/// Largest piece of a float vector in one message, in bytes.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// Message-size limit set on both ends (decoding and encoding): eight chunks' worth, far above
+/// any message of the protocol, far below what would let a peer exhaust memory.
+pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
+
+/// Metadata key of the cluster token (`Bearer <token>`).
+pub const AUTH_METADATA: &str = "authorization";
+
 #[cfg(test)]
 mod tests {
     use super::v1;
@@ -23,7 +40,7 @@ mod tests {
     #[test]
     fn fingerprint_round_trips_through_the_wire_encoding() {
         let fp = v1::DatasetFingerprint {
-            digest: vec![7; 32],
+            digest: vec![7; 32].into(),
             n_exams: 345_779,
             n_files: 18,
         };
