@@ -1,9 +1,30 @@
-//! The ecg-cluster coordinator.
+//! The ecg-cluster coordinator: the gRPC service that owns a run's parameters, optimizer state
+//! and epoch plan, and the subcommands around it.
 //!
 //! Layout:
-//! - [`commands`]: the subcommands (`synth`, `split`) and their arguments.
-//! - [`error`]: the crate's error type.
+//! - [`commands`]: the command line (`--config`, `synth`, `split`) and its arguments.
+//! - [`prepare`]: index, split and `split.csv`, before any training.
+//! - [`plan`]: the epoch plan: steps and their units.
+//! - [`trainer`]: parameters, Adam, schedule, reduction, validation figures, checkpoints.
+//! - [`core`]: members, the step and the prediction round in progress, published states.
+//! - [`hub`]: the core shared between the handlers and the driver, and how they wake.
+//! - [`snapshot`]: a published state version, ready to stream.
+//! - [`service`]: the gRPC handlers and the token check.
+//! - [`driver`]: the run's loop of steps, validations and the test.
+//! - [`server`]: binding, serving (with health and metrics) and shutdown.
+//! - [`metrics`]: the Prometheus `/metrics` endpoint.
+//! - [`error`]: the crate's error type and its mapping to gRPC statuses.
 pub mod commands;
+pub mod core;
+pub mod driver;
 pub mod error;
+pub mod hub;
+pub mod metrics;
+pub mod plan;
+pub mod prepare;
+pub mod server;
+pub mod service;
+pub mod snapshot;
+pub mod trainer;
 
 pub use error::{Error, Result};

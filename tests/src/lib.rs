@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+pub mod cluster;
+
 /// Root of the workspace.
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

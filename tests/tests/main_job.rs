@@ -71,7 +71,7 @@ fn coordinator_indexes_splits_and_writes_split_csv() {
         tmp.path(),
         "[split]\nstrategy = \"age-balanced\"\nseed = 1\n",
     );
-    let out = run_ok(cmd("coordinator").arg("--config").arg(&cfg));
+    let out = run_ok(cmd("coordinator").arg("--local").arg("--config").arg(&cfg));
     assert!(out.contains("excluded, no HDF5 row: 1"), "{out}");
     let fp = fingerprint(&out);
 

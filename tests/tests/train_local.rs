@@ -105,7 +105,7 @@ fn training_learns_age_and_writes_history_and_checkpoints() {
         "run",
         "epochs = 8\nbatch_size = 16\nlr = 0.01\n",
     );
-    let out = run_ok(cmd("coordinator").arg("--config").arg(&cfg));
+    let out = run_ok(cmd("coordinator").arg("--local").arg("--config").arg(&cfg));
     assert!(out.contains("training on this machine"), "{out}");
 
     let rows = history(&tmp.path().join("run/history.csv"));
@@ -163,7 +163,7 @@ fn training_learns_age_and_writes_history_and_checkpoints() {
         "ft",
         "epochs = 1\nbatch_size = 16\nlr = 1e-7\ninit_from = \"run/model_best.safetensors\"\n",
     );
-    let out = run_ok(cmd("coordinator").arg("--config").arg(&ft));
+    let out = run_ok(cmd("coordinator").arg("--local").arg("--config").arg(&ft));
     assert!(out.contains("starting from"), "{out}");
     let ft_loss = history(&tmp.path().join("ft/history.csv"))[0]["valid_loss"];
     let fresh = config(
@@ -171,7 +171,12 @@ fn training_learns_age_and_writes_history_and_checkpoints() {
         "fresh",
         "epochs = 1\nbatch_size = 16\nlr = 1e-7\n",
     );
-    run_ok(cmd("coordinator").arg("--config").arg(&fresh));
+    run_ok(
+        cmd("coordinator")
+            .arg("--local")
+            .arg("--config")
+            .arg(&fresh),
+    );
     let fresh_loss = history(&tmp.path().join("fresh/history.csv"))[0]["valid_loss"];
     let best_loss = rows[best_epoch as usize]["valid_loss"];
     assert!(
@@ -190,12 +195,12 @@ fn seed_order_replays_identically_and_bad_init_is_refused() {
             name,
             "epochs = 2\nbatch_size = 8\norder = \"seed\"\n",
         );
-        run_ok(cmd("coordinator").arg("--config").arg(&cfg));
+        run_ok(cmd("coordinator").arg("--local").arg("--config").arg(&cfg));
         std::fs::read_to_string(tmp.path().join(name).join("history.csv")).unwrap()
     };
     assert_eq!(run("a"), run("b"));
 
     let bad = config(tmp.path(), "bad", "init_from = \"nowhere/model.pth\"\n");
-    let err = run_err(cmd("coordinator").arg("--config").arg(&bad));
+    let err = run_err(cmd("coordinator").arg("--local").arg("--config").arg(&bad));
     assert!(err.contains("nowhere/model.pth"), "{err}");
 }

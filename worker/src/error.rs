@@ -6,7 +6,24 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong in the worker.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// From the dataset layer or the configuration.
+    /// From the dataset layer, the model or the configuration.
     #[error(transparent)]
     Shared(#[from] ecg_shared::Error),
+    /// A command-line argument that cannot be used.
+    #[error("argument {arg}: {msg}")]
+    Arg {
+        /// The argument, as spelled on the command line.
+        arg: &'static str,
+        /// What is wrong.
+        msg: String,
+    },
+    /// The coordinator cannot be reached.
+    #[error("cannot reach the coordinator: {0}")]
+    Connect(String),
+    /// The coordinator refused this worker for good.
+    #[error("the coordinator refused this worker: {0}")]
+    Refused(String),
+    /// The coordinator answered something that breaks the protocol.
+    #[error("protocol: {0}")]
+    Protocol(String),
 }

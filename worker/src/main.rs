@@ -1,13 +1,19 @@
 //! `worker`: parses the command line, sets up logging and runs the chosen command.
 use clap::{Parser, Subcommand};
-use ecg_worker::{check_data, evaluate};
+use ecg_worker::{check_data, evaluate, run};
 
 /// The ecg-cluster worker: one process per GPU.
+///
+/// `worker --coordinator host:port [--gpu N | --cpu]` joins the coordinator's run, trains and
+/// validates with it until the run is over. The subcommands check the data and evaluate a
+/// trained network.
 #[derive(Parser, Debug)]
-#[command(name = "worker", version)]
+#[command(name = "worker", version, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    run: run::Args,
 }
 
 #[derive(Subcommand, Debug)]
@@ -26,9 +32,11 @@ fn main() -> std::process::ExitCode {
     unsafe { ecg_shared::cli::keep_candle_elementwise_on_caller() };
     ecg_shared::cli::keep_freed_memory();
     ecg_shared::cli::init_logging();
-    let result = match &Cli::parse().cmd {
-        Cmd::CheckData(args) => check_data::run(args),
-        Cmd::Evaluate(args) => evaluate::run(args),
+    let cli = Cli::parse();
+    let result = match &cli.cmd {
+        Some(Cmd::CheckData(args)) => check_data::run(args),
+        Some(Cmd::Evaluate(args)) => evaluate::run(args),
+        None => run::run(&cli.run),
     };
     ecg_shared::cli::exit_code(result)
 }

@@ -1,13 +1,16 @@
 //! `coordinator --config cluster.toml`: loads the configuration, indexes the dataset (CSV and
 //! HDF5 joined by exam id), reports what was left out and why, prints the dataset fingerprint,
-//! splits the usable exams' patients, writes `split.csv` to the output directory, then trains
-//! the network on this machine (the single-process trainer: history.csv, checkpoints).
+//! splits the usable exams' patients and writes `split.csv`; then serves the run to its workers
+//! (or, with `--local`, trains in this process alone) until it ends, printing the test-split
+//! MAE and where the outputs are.
 use std::path::PathBuf;
 
 use ecg_shared::config::ClusterConfig;
-use ecg_shared::split::{self, Split, SplitReport};
-use ecg_shared::train::local::{TrainEvent, train_local};
+use ecg_shared::train::local::{TrainEvent, files, train_local};
 
+use crate::prepare::prepare;
+use crate::server::run_cluster;
+use crate::trainer::{TEST_PREDICTIONS, Trainer};
 use crate::{Error, Result};
 
 /// Arguments of the coordinator run.
@@ -17,6 +20,9 @@ pub struct Args {
     /// ECG__SECTION__KEY override its values.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Train in this process alone, without workers (the single-process trainer).
+    #[arg(long)]
+    pub local: bool,
 }
 
 /// Runs the coordinator with `args`.
@@ -28,50 +34,13 @@ pub fn run(args: &Args) -> Result<()> {
         });
     };
     let cfg = ClusterConfig::load(path)?;
-    let (table, index, report) = cfg.build_index()?;
-    println!("{report}");
-    if index.is_empty() {
-        return Err(ecg_shared::Error::Dataset(format!(
-            "no usable exam: none of the {} rows of {} has a tracing and a valid age",
-            table.len(),
-            table.path.display()
-        ))
-        .into());
-    }
-    println!("dataset fingerprint {}", index.fingerprint());
-
-    // The split covers the exams the run can use: those with a tracing and a valid age.
-    let usable = table.select(
-        &index
-            .exams
-            .iter()
-            .map(|e| e.csv_row as usize)
-            .collect::<Vec<_>>(),
-    );
-    let (strategy, fractions) = cfg.split_strategy()?;
-    let assignment = split::assign(&usable, &strategy, cfg.split.seed, fractions)?;
-    assignment.check(&usable)?;
-    std::fs::create_dir_all(&cfg.output.dir)
-        .map_err(|e| ecg_shared::Error::io(&cfg.output.dir, e))?;
-    let split_csv = cfg.output.dir.join("split.csv");
-    split::write_split_csv(&split_csv, &usable, &assignment)?;
-    println!(
-        "split: strategy {}, seed {}, fractions test {} valid {}",
-        strategy.name(),
-        cfg.split.seed,
-        fractions.test,
-        fractions.valid
-    );
-    println!("{}", SplitReport::new(&usable, &assignment));
-    println!("wrote {}", split_csv.display());
-
-    let train = assignment.rows(Split::Train);
-    let valid = assignment.rows(Split::Valid);
+    let data = prepare(&cfg)?;
     let t = &cfg.training;
     println!(
-        "training on this machine: {} train / {} valid exams, batch {}, up to {} epochs, order {:?}{}",
-        train.len(),
-        valid.len(),
+        "training: {} train / {} valid / {} test exams, batch {}, up to {} epochs, order {:?}{}",
+        data.train.len(),
+        data.valid.len(),
+        data.test.len(),
         t.batch_size,
         t.epochs,
         t.order,
@@ -84,7 +53,7 @@ pub fn run(args: &Args) -> Result<()> {
     let bar = super::progress_bar(
         "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} steps ({per_sec}, eta {eta}) {msg}",
     );
-    let summary = train_local(&cfg, &index, &train, &valid, &mut |ev| match ev {
+    let mut on_event = |ev: TrainEvent| match ev {
         TrainEvent::EpochStart { epoch, steps, lr } => {
             bar.reset();
             bar.set_length(steps as u64);
@@ -108,16 +77,54 @@ pub fn run(args: &Args) -> Result<()> {
                 "stopping after epoch {epoch}: learning rate {lr:.1e} is below training.min_lr"
             )
         }),
-    });
-    bar.finish_and_clear();
-    let summary = summary?;
-    match summary.best_epoch {
-        Some(e) => println!(
-            "best validation loss {:.4} at epoch {e}; outputs in {}",
-            summary.best_valid_loss,
-            summary.out_dir.display()
-        ),
-        None => println!("no epoch ran; outputs in {}", summary.out_dir.display()),
+    };
+    let out = cfg.output.dir.clone();
+    if args.local {
+        println!("training on this machine, without workers");
+        let summary = train_local(&cfg, &data.index, &data.train, &data.valid, &mut on_event);
+        bar.finish_and_clear();
+        let summary = summary?;
+        match summary.best_epoch {
+            Some(e) => println!(
+                "best validation loss {:.4} at epoch {e}; outputs in {}",
+                summary.best_valid_loss,
+                out.display()
+            ),
+            None => println!("no epoch ran; outputs in {}", out.display()),
+        }
+        return Ok(());
     }
+    let split_csv = data.split_csv.clone();
+    let trainer = Trainer::start(cfg, data)?;
+    let outcome = run_cluster(trainer, &mut on_event);
+    bar.finish_and_clear();
+    let outcome = outcome?;
+    println!(
+        "run over: {} ({} steps)",
+        outcome.reason, outcome.global_step
+    );
+    if let Some((e, loss)) = outcome.best {
+        println!("best validation loss {loss:.4} at epoch {e}");
+    }
+    if let Some(t) = outcome.test {
+        println!(
+            "test split: MAE {:.3} years, RMSE {:.3} years over {} exams (best model)",
+            t.mae, t.rmse, t.exams
+        );
+    }
+    println!("outputs in {}:", out.display());
+    for f in [
+        files::BEST,
+        files::LAST,
+        files::HISTORY,
+        TEST_PREDICTIONS,
+        ecg_shared::train::resume::STATE_FILE,
+    ] {
+        let p = out.join(f);
+        if p.exists() {
+            println!("  {}", p.display());
+        }
+    }
+    println!("  {}", split_csv.display());
     Ok(())
 }

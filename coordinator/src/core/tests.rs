@@ -1,0 +1,162 @@
+//! The core's rules without a network: units are shared and handed to one worker at a time,
+//! a repeated request gets the same units, a leaving worker's units go back to the queue,
+//! stale or foreign uploads are refused, and predictions must match their task.
+use super::*;
+
+fn unit(i: u32, n: usize) -> v1::WorkUnit {
+    v1::WorkUnit {
+        index: i,
+        exam_ids: (0..n as i64).map(|e| e + 100 * i64::from(i)).collect(),
+        weights: vec![1.0; n],
+        mask_seed: u64::from(i),
+    }
+}
+
+fn snapshot(version: u64) -> Arc<Snapshot> {
+    Arc::new(Snapshot {
+        version,
+        n_params: 0,
+        chunks: Vec::new(),
+        bn_running: Vec::new(),
+        bn_tracked: Vec::new(),
+    })
+}
+
+fn train_units(a: &v1::WorkAssignment) -> Vec<u32> {
+    match &a.kind {
+        Some(Kind::Train(t)) => t.units.iter().map(|u| u.index).collect(),
+        other => panic!("expected training work, got {other:?}"),
+    }
+}
+
+fn contribution(w: WorkerId, units: &[u32], exams: u64) -> Contribution {
+    Contribution {
+        worker: w,
+        units: units
+            .iter()
+            .map(|&index| UnitOutcome {
+                index,
+                exams,
+                loss_sum: 1.0,
+                abs_error_sum: 1.0,
+                bn: Vec::new(),
+            })
+            .collect(),
+        grad: vec![0.0; 4],
+    }
+}
+
+#[test]
+fn units_are_shared_resent_and_returned_when_a_worker_leaves() {
+    let mut core = Core::new(snapshot(7));
+    let (a, b) = (
+        core.register("a".into(), "cpu".into()),
+        core.register("b".into(), "cpu".into()),
+    );
+    core.step = Some(StepWork::new(0, 7, (0..4).map(|i| unit(i, 2)).collect(), 2));
+    let ua = core.assign(a).expect("work for a");
+    assert_eq!(ua.version, 7);
+    assert_eq!(train_units(&ua), vec![0, 1]);
+    assert_eq!(
+        train_units(&core.assign(a).expect("again")),
+        vec![0, 1],
+        "a repeated request gets the same units"
+    );
+    assert_eq!(
+        train_units(&core.assign(b).expect("work for b")),
+        vec![2, 3]
+    );
+    let c = core.register("c".into(), "cpu".into());
+    assert!(core.assign(c).is_none(), "nothing left for a third worker");
+    assert_eq!(core.remove(b), 2);
+    assert_eq!(train_units(&core.assign(c).expect("b's units")), vec![2, 3]);
+    assert!(!core.members.contains_key(&b));
+}
+
+#[test]
+fn uploads_are_checked_against_step_and_assignment() {
+    let mut core = Core::new(snapshot(3));
+    let (a, b) = (
+        core.register("a".into(), "cpu".into()),
+        core.register("b".into(), "cpu".into()),
+    );
+    core.step = Some(StepWork::new(0, 3, (0..2).map(|i| unit(i, 2)).collect(), 2));
+    core.assign(a);
+    core.assign(b);
+    assert_eq!(
+        core.check_upload(a, 2, &[0]),
+        Err(Refusal::StaleStep { got: 2, current: 3 })
+    );
+    assert_eq!(
+        core.check_upload(a, 3, &[1]),
+        Err(Refusal::NotAssigned { step: 3, unit: 1 })
+    );
+    assert!(matches!(
+        core.check_upload(a, 3, &[0, 0]),
+        Err(Refusal::BadUpload(_))
+    ));
+    assert!(matches!(
+        core.accept(3, contribution(a, &[0], 5)),
+        Err(Refusal::BadUpload(m)) if m.contains("claims 5")
+    ));
+    core.accept(3, contribution(a, &[0], 2)).expect("a's unit");
+    assert!(!core.step.as_ref().unwrap().complete());
+    assert!(
+        matches!(
+            core.accept(3, contribution(a, &[0], 2)),
+            Err(Refusal::NotAssigned { .. })
+        ),
+        "a unit is done once"
+    );
+    core.accept(3, contribution(b, &[1], 2)).expect("b's unit");
+    assert!(core.step.as_ref().unwrap().complete());
+    assert_eq!(core.members[&a].exams, 2);
+    assert_eq!(core.step.as_ref().unwrap().contributions.len(), 2);
+}
+
+#[test]
+fn predictions_must_match_their_task_and_silent_workers_are_dropped() {
+    let mut core = Core::new(snapshot(1));
+    let a = core.register("a".into(), "cpu".into());
+    core.predict = Some(PredictRound::new(
+        v1::PredictPhase::Valid,
+        1,
+        vec![vec![5, 6], vec![7]],
+    ));
+    let t0 = match core.assign(a).and_then(|x| x.kind) {
+        Some(Kind::Predict(p)) => p,
+        other => panic!("expected a prediction task, got {other:?}"),
+    };
+    assert_eq!(t0.exam_ids, vec![5, 6]);
+    assert!(matches!(
+        core.accept_predictions(a, 0, &[5], vec![1.0]),
+        Err(Refusal::BadUpload(_))
+    ));
+    assert!(matches!(
+        core.accept_predictions(a, 0, &[5, 6], vec![1.0, f32::NAN]),
+        Err(Refusal::BadUpload(_))
+    ));
+    assert_eq!(
+        core.accept_predictions(a, 1, &[7], vec![1.0]),
+        Err(Refusal::NoTask(1))
+    );
+    core.accept_predictions(a, 0, &[5, 6], vec![40.0, 41.0])
+        .expect("its own task");
+    core.assign(a).expect("the second task");
+    assert!(core.drop_silent(Duration::from_secs(3600)).is_empty());
+    assert_eq!(core.drop_silent(Duration::ZERO), vec![a]);
+    let b = core.register("b".into(), "cpu".into());
+    match core.assign(b).and_then(|x| x.kind) {
+        Some(Kind::Predict(p)) => {
+            assert_eq!(p.task, 1, "the dropped worker's task is handed out again")
+        }
+        other => panic!("expected the returned task, got {other:?}"),
+    }
+    core.phase = Phase::Finished;
+    assert!(!core.all_told());
+    assert!(matches!(
+        core.assign(b).and_then(|x| x.kind),
+        Some(Kind::Finished(_))
+    ));
+    assert!(core.all_told());
+}

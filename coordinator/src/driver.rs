@@ -1,0 +1,237 @@
+//! The run itself, on its own thread: wait for `min_workers`, then for every epoch publish its
+//! steps one after another, wait until each step's units are all done, reduce and apply Adam
+//! and publish the new state; then share the validation among the workers, log the epoch and
+//! checkpoint; at the end predict the test split with the best state, tell the workers the
+//! run is over and return.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ecg_proto::v1::PredictPhase;
+use ecg_proto::{BEST_VERSION, CHUNK_BYTES};
+use ecg_shared::model::load_checkpoint;
+use ecg_shared::train::local::{TrainEvent, files};
+
+use crate::Result;
+use crate::core::{Phase, PredictRound, StepWork};
+use crate::hub::Hub;
+use crate::plan::EpochPlan;
+use crate::snapshot::Snapshot;
+use crate::trainer::{TestFigures, Trainer};
+
+/// How the run ended.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// Why it stopped.
+    pub reason: String,
+    /// Test figures, when the test split was predicted.
+    pub test: Option<TestFigures>,
+    /// Steps committed in all.
+    pub global_step: u64,
+    /// Best epoch and its validation loss.
+    pub best: Option<(u64, f64)>,
+}
+
+/// Runs the training loop over `hub` with `trainer`, reporting through `on_event`.
+pub fn drive(
+    hub: &Arc<Hub>,
+    mut trainer: Trainer,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<RunOutcome> {
+    let c = trainer.cfg.cluster.clone();
+    let tick = Duration::from_millis(c.heartbeat_ms.max(10));
+    if trainer.best_epoch.is_some() {
+        let best = load_checkpoint(&trainer.cfg.output.dir.join(files::BEST))?
+            .build(&ecg_shared::model::Device::Cpu)?;
+        let snap = Snapshot::new(BEST_VERSION, &best.params_flat()?, &best, CHUNK_BYTES);
+        hub.lock().best = Some(Arc::new(snap));
+    }
+    println!("waiting for {} worker(s)", c.min_workers);
+    hub.wait_for(tick, |core| {
+        (core.members.len() >= c.min_workers).then_some(())
+    });
+    let max_steps = trainer.cfg.training.max_steps;
+    let mut reason = String::new();
+    'epochs: while trainer.run_epoch() {
+        let lr = trainer.begin_epoch()?;
+        let epoch = trainer.epoch;
+        let plan = EpochPlan::new(
+            &trainer.cfg,
+            &trainer.data.index,
+            &trainer.data.train,
+            epoch,
+        );
+        on_event(TrainEvent::EpochStart {
+            epoch,
+            steps: plan.len(),
+            lr,
+        });
+        hub.facts.metrics.epoch_state(epoch, lr);
+        while (trainer.step_in_epoch as usize) < plan.len() {
+            if max_steps > 0 && trainer.global_step >= max_steps {
+                reason = format!("stopped after max_steps = {max_steps} steps");
+                break 'epochs;
+            }
+            let units = trainer.work_units(&plan.units(trainer.step_in_epoch as usize));
+            let started = Instant::now();
+            {
+                let mut core = hub.lock();
+                let workers = core.members.len();
+                core.step = Some(StepWork::new(epoch, trainer.global_step, units, workers));
+                core.phase = Phase::Training;
+                core.progress.epoch = epoch;
+                core.progress.step_in_epoch = trainer.step_in_epoch;
+                core.progress.steps_in_epoch = plan.len() as u64;
+                core.progress.lr = lr;
+            }
+            hub.bump();
+            let contributions = hub.wait_for(tick, |core| {
+                if core.step.as_ref().is_some_and(StepWork::complete) {
+                    core.step.take().map(|s| s.contributions)
+                } else {
+                    None
+                }
+            });
+            let reduce = Instant::now();
+            let done = trainer.commit(contributions)?;
+            let snap = Snapshot::new(
+                trainer.global_step,
+                trainer.params(),
+                &trainer.model,
+                CHUNK_BYTES,
+            );
+            let reduce_secs = reduce.elapsed().as_secs_f64();
+            let loss = done.loss_sum / done.exams.max(1) as f64;
+            {
+                let mut core = hub.lock();
+                core.snapshot = Arc::new(snap);
+                core.progress.step_in_epoch = trainer.step_in_epoch;
+                core.progress.last_train_loss = loss;
+            }
+            hub.bump();
+            hub.facts.metrics.step_committed(
+                trainer.global_step,
+                done.exams,
+                loss,
+                started.elapsed().as_secs_f64(),
+                reduce_secs,
+            );
+            if c.checkpoint_every_steps > 0
+                && trainer.global_step.is_multiple_of(c.checkpoint_every_steps)
+            {
+                trainer.save_state()?;
+            }
+            on_event(TrainEvent::Step {
+                done: trainer.step_in_epoch as usize,
+                train_loss: trainer.epoch_loss_sum / trainer.epoch_seen.max(1) as f64,
+            });
+        }
+        on_event(TrainEvent::Validating {
+            exams: trainer.data.valid.len(),
+        });
+        let version = hub.lock().version();
+        let tasks = trainer.tasks(&trainer.data.valid);
+        let pred = predict(
+            hub,
+            tick,
+            PredictPhase::Valid,
+            version,
+            tasks,
+            Phase::Validating,
+        );
+        let v = trainer.finish_epoch(&pred, lr)?;
+        hub.facts
+            .metrics
+            .validation(v.row.epoch, v.row.valid_loss, v.row.metrics.mae);
+        if v.improved {
+            let mut core = hub.lock();
+            core.best = Some(Arc::new(core.snapshot.relabel(BEST_VERSION)));
+            core.progress.best_valid_loss = v.row.valid_loss;
+        }
+        trainer.save_state()?;
+        if v.stop {
+            on_event(TrainEvent::Stopped {
+                epoch: v.row.epoch,
+                lr,
+            });
+            reason = format!("the learning rate {lr:e} fell below min_lr");
+            break;
+        }
+        on_event(TrainEvent::EpochEnd(v.row));
+    }
+    let paused = reason.starts_with("stopped after max_steps");
+    if paused {
+        trainer.save_state()?;
+    } else if reason.is_empty() {
+        reason = format!("{} epochs done", trainer.epoch);
+    }
+    let mut test = None;
+    if !paused && !trainer.data.test.is_empty() {
+        let have_best = {
+            let mut core = hub.lock();
+            if core.best.is_none() {
+                core.best = Some(Arc::new(core.snapshot.relabel(BEST_VERSION)));
+            }
+            core.best.is_some()
+        };
+        if have_best {
+            let tasks = trainer.tasks(&trainer.data.test);
+            let pred = predict(
+                hub,
+                tick,
+                PredictPhase::Test,
+                BEST_VERSION,
+                tasks,
+                Phase::Testing,
+            );
+            test = Some(trainer.finish_test(&pred)?);
+        }
+    }
+    finish(hub, tick, &reason);
+    Ok(RunOutcome {
+        reason,
+        test,
+        global_step: trainer.global_step,
+        best: trainer.best_epoch.map(|e| (e, trainer.best)),
+    })
+}
+
+/// Shares `tasks` among the workers and returns the predictions in task order.
+fn predict(
+    hub: &Arc<Hub>,
+    tick: Duration,
+    phase: PredictPhase,
+    version: u64,
+    tasks: Vec<Vec<i64>>,
+    run_phase: Phase,
+) -> Vec<f32> {
+    {
+        let mut core = hub.lock();
+        core.predict = Some(PredictRound::new(phase, version, tasks));
+        core.phase = run_phase;
+    }
+    hub.bump();
+    let round = hub.wait_for(tick, |core| {
+        if core.predict.as_ref().is_some_and(PredictRound::complete) {
+            core.predict.take()
+        } else {
+            None
+        }
+    });
+    round.results.into_values().flatten().collect()
+}
+
+/// Marks the run over and waits (at most one worker timeout) until every worker was told.
+fn finish(hub: &Arc<Hub>, tick: Duration, reason: &str) {
+    {
+        let mut core = hub.lock();
+        core.phase = Phase::Finished;
+        core.finish_reason = reason.to_string();
+        core.step = None;
+        core.predict = None;
+    }
+    hub.bump();
+    let until = Instant::now() + hub.facts.worker_timeout;
+    hub.wait_for(tick, |core| {
+        (core.all_told() || Instant::now() >= until).then_some(())
+    });
+}

@@ -1,0 +1,182 @@
+//! Starts a run: binds the gRPC port (and the metrics port), writes the bound address to
+//! `<output.dir>/coordinator.addr` (so that `listen = "127.0.0.1:0"` works for scripts and
+//! tests), serves the coordinator service with the standard gRPC health service beside it, runs
+//! the [`driver`](crate::driver) on its own thread, and shuts the server down when the run
+//! ends.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ecg_proto::v1::coordinator_server::CoordinatorServer;
+use ecg_proto::{CHUNK_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
+use ecg_shared::train::history::write_atomic;
+use ecg_shared::train::local::TrainEvent;
+use tonic::transport::Server;
+
+use crate::core::Core;
+use crate::driver::{RunOutcome, drive};
+use crate::hub::{Hub, RunFacts};
+use crate::metrics::{Metrics, serve_metrics};
+use crate::service::{CoordinatorService, check_token};
+use crate::snapshot::Snapshot;
+use crate::trainer::Trainer;
+use crate::{Error, Result};
+
+/// File in the output folder holding the address the coordinator listens on.
+pub const ADDR_FILE: &str = "coordinator.addr";
+
+/// HTTP/2 flow-control windows: large enough that a 27 MB gradient is never throttled by
+/// window updates on a fast link.
+const STREAM_WINDOW: u32 = 16 << 20;
+const CONNECTION_WINDOW: u32 = 64 << 20;
+
+/// Reads the cluster token from `path` (surrounding white space removed); empty path: none.
+pub fn read_token(path: &std::path::Path) -> Result<Option<String>> {
+    if path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| ecg_shared::Error::io(path, e))?;
+    let token = text.trim().to_string();
+    if token.is_empty() {
+        return Err(ecg_shared::Error::Config(format!(
+            "cluster.token_file {}: the file is empty",
+            path.display()
+        ))
+        .into());
+    }
+    Ok(Some(token))
+}
+
+/// Runs the distributed training described by `trainer.cfg` to its end.
+pub fn run_cluster(trainer: Trainer, on_event: &mut dyn FnMut(TrainEvent)) -> Result<RunOutcome> {
+    let cfg = trainer.cfg.clone();
+    let c = &cfg.cluster;
+    let token = read_token(&c.token_file)?;
+    let config_toml = toml::to_string(&cfg)
+        .map_err(|e| Error::Server(format!("cannot write the configuration as TOML: {e}")))?;
+    let model_json = serde_json::to_string(&trainer.model.config().to_json_value())
+        .map_err(|e| Error::Server(e.to_string()))?;
+    let fp = trainer.data.index.fingerprint();
+    let info = ecg_proto::v1::RunInfo {
+        run_id: trainer.run_id.clone(),
+        protocol_version: PROTOCOL_VERSION,
+        config_toml,
+        model_json,
+        fingerprint: Some(ecg_proto::v1::DatasetFingerprint {
+            digest: fp.0.to_vec().into(),
+            n_exams: trainer.data.index.exams.len() as u64,
+            n_files: trainer.data.index.files.len() as u32,
+        }),
+        heartbeat_ms: c.heartbeat_ms.min(u64::from(u32::MAX)) as u32,
+        chunk_bytes: CHUNK_BYTES as u32,
+    };
+    let metrics = Metrics::new();
+    let snapshot = Snapshot::new(
+        trainer.global_step,
+        trainer.params(),
+        &trainer.model,
+        CHUNK_BYTES,
+    );
+    let facts = RunFacts {
+        info,
+        fingerprint: fp.to_string(),
+        token: token.clone(),
+        bn_channels: trainer
+            .model
+            .batch_norms()
+            .iter()
+            .map(|b| b.channels())
+            .collect(),
+        n_params: trainer.params().len(),
+        worker_timeout: Duration::from_millis(c.worker_timeout_ms),
+        metrics: Arc::clone(&metrics),
+    };
+    let hub = Arc::new(Hub::new(Core::new(Arc::new(snapshot)), facts));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .thread_name("coordinator-io")
+        .build()
+        .map_err(|e| Error::Server(format!("cannot start the async runtime: {e}")))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(&c.listen))
+        .map_err(|e| Error::Server(format!("cluster.listen {}: {e}", c.listen)))?;
+    let addr: SocketAddr = listener
+        .local_addr()
+        .map_err(|e| Error::Server(e.to_string()))?;
+    let metrics_addr = if c.metrics_listen.trim().is_empty() {
+        None
+    } else {
+        let ml = runtime
+            .block_on(tokio::net::TcpListener::bind(&c.metrics_listen))
+            .map_err(|e| {
+                Error::Server(format!("cluster.metrics_listen {}: {e}", c.metrics_listen))
+            })?;
+        let maddr = ml.local_addr().map_err(|e| Error::Server(e.to_string()))?;
+        let mut rx = stop_rx.clone();
+        let m = Arc::clone(&metrics);
+        runtime.spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = serve_metrics(ml, m, stop).await {
+                tracing::warn!("metrics endpoint: {e}");
+            }
+        });
+        Some(maddr)
+    };
+    println!(
+        "coordinator {} listening on {addr}{}{}",
+        hub.facts.info.run_id,
+        metrics_addr.map_or(String::new(), |a| format!(
+            ", metrics on http://{a}/metrics"
+        )),
+        if token.is_some() {
+            ", token required"
+        } else {
+            ""
+        }
+    );
+    write_atomic(&cfg.output.dir.join(ADDR_FILE), addr.to_string().as_bytes())?;
+
+    let service = CoordinatorServer::new(CoordinatorService::new(Arc::clone(&hub)))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let auth = check_token(token.map(Arc::from), Arc::clone(&metrics));
+    let service = tonic::service::interceptor::InterceptedService::new(service, auth);
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    let mut rx = stop_rx.clone();
+    let server = runtime.spawn(async move {
+        health_reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        health_reporter
+            .set_service_status("ecg.v1.Coordinator", tonic_health::ServingStatus::Serving)
+            .await;
+        Server::builder()
+            .initial_stream_window_size(Some(STREAM_WINDOW))
+            .initial_connection_window_size(Some(CONNECTION_WINDOW))
+            .tcp_nodelay(true)
+            .add_service(health)
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                },
+            )
+            .await
+    });
+
+    let outcome = drive(&hub, trainer, on_event);
+    let _ = stop_tx.send(true);
+    match runtime.block_on(server) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("server: {e}"),
+        Err(e) => tracing::warn!("server task: {e}"),
+    }
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    outcome
+}

@@ -1,0 +1,469 @@
+//! The coordinator's side of training: the parameters, Adam, the batch-norm buffers, the
+//! learning-rate schedule, the history and the best model; the reduction of a step's
+//! contributions; the validation and test figures; and the files: `history.csv`, the best and
+//! last models, `config.json`, and the full training state that a restarted coordinator
+//! resumes from (`train_state.safetensors`).
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ecg_proto::v1;
+use ecg_shared::config::ClusterConfig;
+use ecg_shared::model::batchnorm::{BnBatchStats, pool_batch_stats};
+use ecg_shared::model::checkpoint::{META_EPOCH, META_VALID_LOSS, save_model};
+use ecg_shared::model::state::{NamedTensor, StateDict, TensorData};
+use ecg_shared::model::{Device, ResNet1d};
+use ecg_shared::train::history::{HistoryRow, ValidMetrics, write_atomic, write_history};
+use ecg_shared::train::local::{config_json, files, initial_model};
+use ecg_shared::train::resume::{TrainState, load_train_state, save_train_state};
+use ecg_shared::train::{
+    Adam, AdamConfig, PlateauConfig, ReduceLrOnPlateau, StopRule, check_finite, compute_weights,
+};
+use rayon::prelude::*;
+
+use crate::core::Contribution;
+use crate::plan::Unit;
+use crate::prepare::Prepared;
+use crate::{Error, Result};
+
+/// What one committed step did.
+#[derive(Debug, Clone, Copy)]
+pub struct Committed {
+    /// Exams in the step.
+    pub exams: u64,
+    /// Its loss sum.
+    pub loss_sum: f64,
+}
+
+/// The outcome of a validation.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    /// The history row of the epoch.
+    pub row: HistoryRow,
+    /// Whether it is the best so far (the best model was saved).
+    pub improved: bool,
+    /// Whether the stop rule ends training after this epoch.
+    pub stop: bool,
+}
+
+/// Test-split figures.
+#[derive(Debug, Clone, Copy)]
+pub struct TestFigures {
+    /// Exams.
+    pub exams: usize,
+    /// Mean absolute error, years.
+    pub mae: f64,
+    /// Root mean squared error, years.
+    pub rmse: f64,
+}
+
+/// The optimizer-side state.
+pub struct Trainer {
+    /// The run's configuration.
+    pub cfg: ClusterConfig,
+    /// The dataset and split.
+    pub data: Prepared,
+    /// The run id (kept across restarts).
+    pub run_id: String,
+    weight_of: Vec<f32>,
+    valid_w: Vec<f32>,
+    /// The model holding the parameters and batch-norm buffers.
+    pub model: ResNet1d,
+    params: Vec<f32>,
+    adam: Adam,
+    sched: ReduceLrOnPlateau,
+    stop: StopRule,
+    /// Logged epochs.
+    pub history: Vec<HistoryRow>,
+    /// Best validation loss.
+    pub best: f64,
+    /// Its epoch.
+    pub best_epoch: Option<u64>,
+    /// Current epoch.
+    pub epoch: u64,
+    /// Next step of the epoch.
+    pub step_in_epoch: u64,
+    /// Steps committed in all.
+    pub global_step: u64,
+    /// Loss summed over the epoch's committed steps.
+    pub epoch_loss_sum: f64,
+    /// Exams in them.
+    pub epoch_seen: u64,
+    fingerprints: BTreeMap<String, String>,
+}
+
+impl Trainer {
+    /// A fresh run, or the run resumed from the training state in the output folder.
+    pub fn start(cfg: ClusterConfig, data: Prepared) -> Result<Self> {
+        let device = Device::Cpu;
+        let model = initial_model(&cfg, &device)?;
+        let out = cfg.output.dir.clone();
+        let mut fingerprints = BTreeMap::new();
+        fingerprints.insert("dataset".to_string(), data.index.fingerprint().to_string());
+        fingerprints.insert("split".to_string(), data.split_fingerprint.clone());
+        let ages = |ps: &[usize]| -> Vec<f64> {
+            ps.iter()
+                .map(|&p| f64::from(data.index.exams[p].age))
+                .collect()
+        };
+        let mut weight_of = vec![0f32; data.index.exams.len()];
+        for (&p, w) in data
+            .train
+            .iter()
+            .zip(compute_weights(&ages(&data.train), None)?)
+        {
+            weight_of[p] = w;
+        }
+        let valid_w = compute_weights(&ages(&data.valid), None)?;
+        let t = &cfg.training;
+        let params = model.params_flat()?;
+        let adam = Adam::new(
+            AdamConfig {
+                lr: t.lr,
+                ..AdamConfig::default()
+            },
+            params.len(),
+        )?;
+        let plateau = PlateauConfig {
+            factor: t.lr_factor,
+            patience: t.patience,
+            min_lr: t.lr_factor * t.min_lr,
+            ..PlateauConfig::default()
+        };
+        let sched = ReduceLrOnPlateau::new(plateau, t.lr)?;
+        let stop = StopRule {
+            min_lr: t.min_lr,
+            epochs: t.epochs,
+        };
+        let mut trainer = Trainer {
+            run_id: new_run_id(),
+            weight_of,
+            valid_w,
+            model,
+            params,
+            adam,
+            sched,
+            stop,
+            history: Vec::new(),
+            best: f64::INFINITY,
+            best_epoch: None,
+            epoch: 0,
+            step_in_epoch: 0,
+            global_step: 0,
+            epoch_loss_sum: 0.0,
+            epoch_seen: 0,
+            fingerprints,
+            cfg,
+            data,
+        };
+        let layout = trainer.model.layout().clone();
+        if let Some(loaded) = load_train_state(&out, |_| Ok(layout.clone()))? {
+            for w in &loaded.warnings {
+                tracing::warn!("{w}");
+                println!("warning: {w}");
+            }
+            trainer.restore(loaded.state, &loaded.source)?;
+            println!(
+                "resuming run {} from {}: epoch {}, step {} of the epoch, {} steps done",
+                trainer.run_id,
+                loaded.source.display(),
+                trainer.epoch,
+                trainer.step_in_epoch,
+                trainer.global_step
+            );
+        }
+        write_atomic(
+            &out.join(files::CONFIG),
+            &config_json(trainer.model.config(), &trainer.cfg)?,
+        )?;
+        Ok(trainer)
+    }
+
+    fn restore(&mut self, s: TrainState, source: &Path) -> Result<()> {
+        let refuse = |what: String| -> Error {
+            ecg_shared::Error::checkpoint(
+                source,
+                format!("{what}; remove it (and the output folder's files) to start afresh"),
+            )
+            .into()
+        };
+        if &s.model_config != self.model.config() {
+            return Err(refuse(format!(
+                "it trains another architecture ({:?})",
+                s.model_config
+            )));
+        }
+        for (k, v) in &self.fingerprints {
+            if s.fingerprints.get(k) != Some(v) {
+                return Err(refuse(format!(
+                    "its {k} fingerprint {} differs from this run's {v}",
+                    s.fingerprints.get(k).map_or("(none)", String::as_str)
+                )));
+            }
+        }
+        let mut params = Vec::with_capacity(self.params.len());
+        for e in self.model.layout().entries() {
+            match s.model.get(&e.name).map(|t| &t.data) {
+                Some(TensorData::F32(v)) if v.len() == e.len => params.extend_from_slice(v),
+                _ => {
+                    return Err(refuse(format!(
+                        "it has no f32 tensor `{}` of {} values",
+                        e.name, e.len
+                    )));
+                }
+            }
+        }
+        let running = match s.model.get("bn.running").map(|t| &t.data) {
+            Some(TensorData::F64(v)) => v.clone(),
+            _ => return Err(refuse("it has no f64 tensor `bn.running`".into())),
+        };
+        let tracked = match s.model.get("bn.tracked").map(|t| &t.data) {
+            Some(TensorData::I64(v)) => v.clone(),
+            _ => return Err(refuse("it has no i64 tensor `bn.tracked`".into())),
+        };
+        self.model.set_params_flat(&params)?;
+        self.model.set_bn_buffers(&running, &tracked)?;
+        self.params = params;
+        self.adam = Adam::from_state(*self.adam.config(), s.adam)?;
+        self.adam.set_lr(s.lr)?;
+        self.sched = s.scheduler;
+        self.history = s.history;
+        self.best = s.best_valid_loss;
+        self.best_epoch = s.best_epoch;
+        self.epoch = s.epoch;
+        self.step_in_epoch = s.step_in_epoch;
+        self.global_step = s.global_step;
+        self.epoch_loss_sum = s.epoch_loss_sum;
+        self.epoch_seen = s.epoch_seen;
+        self.run_id = s.run_id;
+        Ok(())
+    }
+
+    /// Writes the full training state (atomically, keeping the previous one).
+    pub fn save_state(&self) -> Result<()> {
+        let mut model = StateDict::new();
+        let (running, tracked) = self.model.bn_buffers();
+        for e in self.model.layout().entries() {
+            model.push(NamedTensor::new(
+                e.name.clone(),
+                e.shape.clone(),
+                TensorData::F32(self.params[e.range()].to_vec()),
+            )?)?;
+        }
+        model.push(NamedTensor::new(
+            "bn.running",
+            vec![running.len()],
+            TensorData::F64(running),
+        )?)?;
+        model.push(NamedTensor::new(
+            "bn.tracked",
+            vec![tracked.len()],
+            TensorData::I64(tracked),
+        )?)?;
+        let state = TrainState {
+            run_id: self.run_id.clone(),
+            global_step: self.global_step,
+            epoch: self.epoch,
+            step_in_epoch: self.step_in_epoch,
+            epoch_loss_sum: self.epoch_loss_sum,
+            epoch_seen: self.epoch_seen,
+            model,
+            adam: self.adam.state().clone(),
+            lr: self.adam.lr(),
+            scheduler: self.sched.clone(),
+            history: self.history.clone(),
+            best_valid_loss: self.best,
+            best_epoch: self.best_epoch,
+            model_config: self.model.config().clone(),
+            fingerprints: self.fingerprints.clone(),
+        };
+        save_train_state(&self.cfg.output.dir, &state, self.model.layout())?;
+        Ok(())
+    }
+
+    /// The flat parameters.
+    pub fn params(&self) -> &[f32] {
+        &self.params
+    }
+
+    /// Whether epoch `self.epoch` is to run.
+    pub fn run_epoch(&self) -> bool {
+        self.stop.run_epoch(self.epoch)
+    }
+
+    /// The learning rate of the current epoch (set on Adam).
+    pub fn begin_epoch(&mut self) -> Result<f64> {
+        let lr = self.sched.lr();
+        self.adam.set_lr(lr)?;
+        Ok(lr)
+    }
+
+    /// The units of a step as sent to workers: exam ids and sample weights.
+    pub fn work_units(&self, units: &[Unit]) -> Vec<v1::WorkUnit> {
+        units
+            .iter()
+            .map(|u| v1::WorkUnit {
+                index: u.index,
+                exam_ids: u
+                    .positions
+                    .iter()
+                    .map(|&p| self.data.index.exams[p].exam_id.0)
+                    .collect(),
+                weights: u.positions.iter().map(|&p| self.weight_of[p]).collect(),
+                mask_seed: u.mask_seed,
+            })
+            .collect()
+    }
+
+    /// Reduces a complete step's contributions (in unit order, so the sum does not depend on
+    /// arrival order), pools the batch-norm statistics, applies Adam and advances the cursor.
+    pub fn commit(&mut self, mut contributions: Vec<Contribution>) -> Result<Committed> {
+        contributions.sort_by_key(|c| c.units.first().map_or(u32::MAX, |u| u.index));
+        let n = self.params.len();
+        if let Some(c) = contributions.iter().find(|c| c.grad.len() != n) {
+            return Err(Error::Server(format!(
+                "a contribution of {} values for {n} parameters from {}",
+                c.grad.len(),
+                c.worker
+            )));
+        }
+        let mut grad = vec![0f32; n];
+        const PIECE: usize = 1 << 16;
+        grad.par_chunks_mut(PIECE).enumerate().for_each(|(i, out)| {
+            let at = i * PIECE;
+            for c in &contributions {
+                let len = out.len();
+                for (o, g) in out.iter_mut().zip(&c.grad[at..at + len]) {
+                    *o += g;
+                }
+            }
+        });
+        check_finite(
+            &format!("step {}: summed gradient", self.global_step),
+            self.model.layout(),
+            &grad,
+        )?;
+        let mut outcomes: Vec<_> = contributions.iter().flat_map(|c| &c.units).collect();
+        outcomes.sort_by_key(|u| u.index);
+        let layers = self.model.batch_norms().len();
+        let mut pooled: Vec<BnBatchStats> = Vec::with_capacity(layers);
+        for l in 0..layers {
+            let per_unit = outcomes.iter().filter_map(|u| u.bn.get(l));
+            pooled.push(
+                pool_batch_stats(per_unit).ok_or_else(|| {
+                    Error::Server(format!("no batch-norm statistics for layer {l}"))
+                })?,
+            );
+        }
+        self.adam.step(&mut self.params, &grad)?;
+        self.model.set_params_flat(&self.params)?;
+        self.model.update_batch_norms(&pooled)?;
+        let exams: u64 = outcomes.iter().map(|u| u.exams).sum();
+        let loss_sum: f64 = outcomes.iter().map(|u| u.loss_sum).sum();
+        self.epoch_loss_sum += loss_sum;
+        self.epoch_seen += exams;
+        self.global_step += 1;
+        self.step_in_epoch += 1;
+        Ok(Committed { exams, loss_sum })
+    }
+
+    /// The validation exams' ids, cut into prediction tasks.
+    pub fn tasks(&self, positions: &[usize]) -> Vec<Vec<i64>> {
+        positions
+            .chunks(self.cfg.cluster.predict_batch.max(1))
+            .map(|c| {
+                c.iter()
+                    .map(|&p| self.data.index.exams[p].exam_id.0)
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Ends the epoch with the validation predictions (in validation order): history row,
+    /// checkpoints, schedule; moves the cursor to the next epoch.
+    pub fn finish_epoch(&mut self, pred: &[f32], lr: f64) -> Result<Validated> {
+        let valid = &self.data.valid;
+        let valid_age: Vec<f32> = valid
+            .iter()
+            .map(|&p| self.data.index.exams[p].age)
+            .collect();
+        let valid_loss = valid_age
+            .iter()
+            .zip(pred)
+            .zip(&self.valid_w)
+            .map(|((&a, &p), &w)| f64::from(w) * (f64::from(a) - f64::from(p)).powi(2))
+            .sum::<f64>()
+            / valid.len().max(1) as f64;
+        let out = self.cfg.output.dir.clone();
+        let mut meta = BTreeMap::new();
+        meta.insert(META_EPOCH.to_string(), self.epoch.to_string());
+        meta.insert(META_VALID_LOSS.to_string(), valid_loss.to_string());
+        let improved = valid_loss < self.best;
+        if improved {
+            self.best = valid_loss;
+            self.best_epoch = Some(self.epoch);
+            save_model(&self.model, &out.join(files::BEST), &meta)?;
+        }
+        save_model(&self.model, &out.join(files::LAST), &meta)?;
+        let row = HistoryRow {
+            epoch: self.epoch,
+            train_loss: self.epoch_loss_sum / self.epoch_seen.max(1) as f64,
+            valid_loss,
+            lr,
+            metrics: ValidMetrics::compute(&valid_age, pred, &self.valid_w),
+        };
+        let stop = self.stop.stop_after(lr);
+        if !stop {
+            self.history.push(row.clone());
+            write_history(&out.join(files::HISTORY), &self.history)?;
+            self.sched.step(valid_loss);
+        }
+        self.epoch += 1;
+        self.step_in_epoch = 0;
+        self.epoch_loss_sum = 0.0;
+        self.epoch_seen = 0;
+        Ok(Validated {
+            row,
+            improved,
+            stop,
+        })
+    }
+
+    /// Test-split figures from its predictions (in test order), and `test_predictions.csv`.
+    pub fn finish_test(&self, pred: &[f32]) -> Result<TestFigures> {
+        let test = &self.data.test;
+        let mut csv = String::from("exam_id,age,predicted_age\n");
+        let (mut abs, mut sq) = (0.0f64, 0.0f64);
+        for (&p, &y) in test.iter().zip(pred) {
+            let e = &self.data.index.exams[p];
+            let d = f64::from(y) - f64::from(e.age);
+            abs += d.abs();
+            sq += d * d;
+            csv.push_str(&format!("{},{},{}\n", e.exam_id.0, e.age, y));
+        }
+        write_atomic(&self.cfg.output.dir.join(TEST_PREDICTIONS), csv.as_bytes())?;
+        let n = test.len().max(1) as f64;
+        Ok(TestFigures {
+            exams: test.len(),
+            mae: abs / n,
+            rmse: (sq / n).sqrt(),
+        })
+    }
+}
+
+/// Predictions of the test split with the best model.
+pub const TEST_PREDICTIONS: &str = "test_predictions.csv";
+
+fn new_run_id() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let h = blake3::hash(
+        &[
+            now.to_le_bytes().as_slice(),
+            &std::process::id().to_le_bytes(),
+        ]
+        .concat(),
+    );
+    h.to_hex()[..16].to_string()
+}

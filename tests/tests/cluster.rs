@@ -1,0 +1,452 @@
+//! Distributed training with the real binaries over real sockets: a coordinator process and
+//! worker processes on this machine. Two workers with micro-batch B take, step for step, the
+//! same steps as one worker with batch 2B, and every worker holds the same parameters after
+//! every step; every training exam is used exactly once per epoch whatever the number of
+//! workers, also when one joins mid-epoch; a run paused after a checkpoint and restarted ends
+//! where an uninterrupted run ends; training lowers the validation loss; and workers with the
+//! wrong token, protocol version or dataset are refused with the reason while the run goes on.
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use ecg_proto::v1;
+use ecg_shared::model::state::TensorData;
+use ecg_shared::train::resume::load_train_state;
+use ecg_tests::cluster::{BOUND, Proc, poll, start_coordinator, start_worker};
+use ecg_tests::{cmd, run_ok};
+
+/// The smallest network of the seed's shape, for tests about the exchange, not the learning.
+const MICRO: &str =
+    "[model]\nnet_filter_size = [4, 4]\nnet_seq_lengh = [256, 16]\ndropout_rate = 0.1\n";
+/// A network that learns within a few epochs (see tests/train_local.rs).
+const TINY: &str = "[model]\nnet_filter_size = [8, 8, 16, 16]\nnet_seq_lengh = [1024, 1024, 256, 16]\n\
+                    dropout_rate = 0.1\n";
+
+fn cohort(dir: &Path, patients: u32, seed: u32) -> PathBuf {
+    let data = dir.join(format!("data{seed}"));
+    run_ok(
+        cmd("coordinator")
+            .args(["synth", "--patients", &patients.to_string()])
+            .args(["--seed", &seed.to_string(), "--exams-per-part", "400"])
+            .arg("--out")
+            .arg(&data),
+    );
+    data
+}
+
+/// A cluster.toml for a run in `dir/name` on `data`, listening on a free port.
+fn config(dir: &Path, name: &str, data: &Path, model: &str, extra: &str) -> (PathBuf, PathBuf) {
+    let out = dir.join(name);
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &p,
+        format!(
+            "[data]\nroot = {data:?}\n[output]\ndir = {out:?}\n[split]\nstrategy = \"hash\"\n\
+             fractions = [0.1, 0.2]\n{model}{extra}\n"
+        ),
+    )
+    .unwrap();
+    (p, out)
+}
+
+/// `[cluster]` on a free port, with quick heartbeats.
+fn cluster(min_workers: usize, micro_batch: usize, more: &str) -> String {
+    format!(
+        "[cluster]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"\"\nmin_workers = {min_workers}\n\
+         micro_batch = {micro_batch}\nheartbeat_ms = 100\nworker_timeout_ms = 5000\n{more}"
+    )
+}
+
+/// Runs a coordinator and `workers` workers to the end; returns the coordinator's output.
+fn run_cluster(cfg: &Path, out: &Path, workers: &[Vec<String>]) -> String {
+    std::fs::create_dir_all(out).unwrap();
+    let (mut coord, addr) = start_coordinator(cfg, out, out.with_extension("coordinator.log"));
+    let mut ws: Vec<Proc> = workers
+        .iter()
+        .enumerate()
+        .map(|(i, args)| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            start_worker(&addr, out.with_extension(format!("worker{i}.log")), &args)
+        })
+        .collect();
+    let text = coord.wait_ok();
+    for w in &mut ws {
+        w.wait_ok();
+    }
+    text
+}
+
+/// Training exam ids of a run's split.csv.
+fn train_ids(out: &Path) -> Vec<i64> {
+    let text = std::fs::read_to_string(out.join("split.csv")).unwrap();
+    let mut ids: Vec<i64> = text
+        .lines()
+        .skip(1)
+        .filter(|l| l.ends_with(",train"))
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// (epoch -> exam ids trained on) from workers' exam logs.
+fn trained(logs: &[PathBuf]) -> BTreeMap<u64, Vec<i64>> {
+    let mut by_epoch: BTreeMap<u64, Vec<i64>> = BTreeMap::new();
+    for log in logs {
+        for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+            let f: Vec<&str> = line.split(',').collect();
+            by_epoch
+                .entry(f[0].parse().unwrap())
+                .or_default()
+                .push(f[2].parse().unwrap());
+        }
+    }
+    for ids in by_epoch.values_mut() {
+        ids.sort_unstable();
+    }
+    by_epoch
+}
+
+fn read_f32(path: &Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// version -> parameters dumped by a worker.
+fn states(dir: &Path) -> BTreeMap<u64, Vec<f32>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            let v = p.file_stem().unwrap().to_str().unwrap()[1..]
+                .parse()
+                .unwrap();
+            (v, read_f32(&p))
+        })
+        .collect()
+}
+
+#[test]
+fn two_workers_take_the_steps_of_one_with_twice_the_batch_and_agree_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = cohort(tmp.path(), 40, 1);
+    let training = "[training]\nepochs = 2\nbatch_size = 8\nlr = 0.01\n";
+    let (cfg2, out2) = config(
+        tmp.path(),
+        "two",
+        &data,
+        MICRO,
+        &format!("{training}{}", cluster(2, 4, "")),
+    );
+    let (cfg1, out1) = config(
+        tmp.path(),
+        "one",
+        &data,
+        MICRO,
+        &format!("{training}{}", cluster(1, 4, "")),
+    );
+    let dump = |out: &Path, i: usize| -> Vec<String> {
+        vec![
+            "--dump-states".into(),
+            out.join(format!("states{i}")).display().to_string(),
+        ]
+    };
+    run_cluster(&cfg2, &out2, &[dump(&out2, 0), dump(&out2, 1)]);
+    run_cluster(&cfg1, &out1, &[dump(&out1, 0)]);
+
+    let (a, b, one) = (
+        states(&out2.join("states0")),
+        states(&out2.join("states1")),
+        states(&out1.join("states0")),
+    );
+    let steps = train_ids(&out1).len().div_ceil(8) as u64 * 2;
+    // The lone worker held every version. Of two workers, a quick one may take both units
+    // of a step (the other had not asked yet) and the other then skips that version; so the
+    // two hold every version between them, and the same parameters wherever both hold one.
+    let one_versions: Vec<u64> = (0..=steps).chain([u64::MAX]).collect();
+    assert_eq!(one.keys().copied().collect::<Vec<_>>(), one_versions);
+    assert!((0..steps).all(|v| a.contains_key(&v) || b.contains_key(&v)));
+    let mut common = 0;
+    for (v, pa) in &a {
+        if let Some(pb) = b.get(v) {
+            assert!(
+                pa.iter().zip(pb).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "the two workers differ at version {v}"
+            );
+            common += 1;
+        }
+    }
+    assert!(common >= 2, "only {common} versions held by both workers");
+    for (v, p) in a.iter().chain(&b) {
+        let worst = p
+            .iter()
+            .zip(&one[v])
+            .map(|(x, y)| (x - y).abs() / y.abs().max(1e-3))
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 1e-5,
+            "version {v}: 2 x 4 differs from 1 x 8 by {worst:e}"
+        );
+    }
+    let last = a
+        .get(&steps)
+        .or(b.get(&steps))
+        .expect("someone validated the last state");
+    assert!(
+        last != &a[&0],
+        "the parameters must have moved, or the comparison proves nothing"
+    );
+}
+
+#[test]
+fn every_training_exam_is_used_once_per_epoch_with_one_two_three_and_a_late_worker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = cohort(tmp.path(), 60, 2);
+    let training = "[training]\nepochs = 2\nbatch_size = 6\n";
+    for n in 1..=3usize {
+        let name = format!("w{n}");
+        let (cfg, out) = config(
+            tmp.path(),
+            &name,
+            &data,
+            MICRO,
+            &format!("{training}{}", cluster(n, 2, "")),
+        );
+        let logs: Vec<PathBuf> = (0..n).map(|i| out.join(format!("exams{i}.csv"))).collect();
+        let args: Vec<Vec<String>> = logs
+            .iter()
+            .map(|l| vec!["--exam-log".into(), l.display().to_string()])
+            .collect();
+        run_cluster(&cfg, &out, &args);
+        let want = train_ids(&out);
+        let got = trained(&logs);
+        assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
+        for (epoch, ids) in &got {
+            assert_eq!(ids, &want, "{n} workers, epoch {epoch}");
+        }
+        for l in &logs {
+            assert!(
+                std::fs::metadata(l).is_ok(),
+                "{n} workers: {} trained nothing",
+                l.display()
+            );
+        }
+    }
+
+    // A second worker joins while the first is training.
+    let (cfg, out) = config(
+        tmp.path(),
+        "late",
+        &data,
+        MICRO,
+        &format!(
+            "[training]\nepochs = 3\nbatch_size = 2\n{}",
+            cluster(1, 1, "")
+        ),
+    );
+    std::fs::create_dir_all(&out).unwrap();
+    let (mut coord, addr) = start_coordinator(&cfg, &out, out.join("coordinator.log"));
+    let logs = [out.join("exams0.csv"), out.join("exams1.csv")];
+    let log_arg = |i: usize| ["--exam-log".to_string(), logs[i].display().to_string()];
+    let a = log_arg(0);
+    let mut first = start_worker(&addr, out.join("worker0.log"), &[&a[0], &a[1]]);
+    poll("the first worker's third step", BOUND, || {
+        let n = std::fs::read_to_string(&logs[0]).map_or(0, |t| t.lines().count());
+        (n >= 3).then_some(())
+    });
+    let b = log_arg(1);
+    let mut second = start_worker(&addr, out.join("worker1.log"), &[&b[0], &b[1]]);
+    coord.wait_ok();
+    first.wait_ok();
+    second.wait_ok();
+    let want = train_ids(&out);
+    for (epoch, ids) in trained(&logs) {
+        assert_eq!(ids, want, "late joiner, epoch {epoch}");
+    }
+    let late = trained(&logs[1..]);
+    assert!(!late.is_empty(), "the late worker took part");
+    let early_first_epoch = trained(&logs[..1]).into_keys().next();
+    assert_eq!(early_first_epoch, Some(0));
+}
+
+/// (name -> values) of the parameters in a run's training state.
+fn saved_params(out: &Path) -> (u64, HashMap<String, Vec<f32>>) {
+    let loaded = load_train_state(out, |c| {
+        Ok(
+            ecg_shared::model::ResNet1d::new(c, 0, &ecg_shared::model::Device::Cpu)?
+                .layout()
+                .clone(),
+        )
+    })
+    .unwrap()
+    .expect("a training state");
+    let params = loaded
+        .state
+        .model
+        .tensors()
+        .iter()
+        .filter_map(|t| match &t.data {
+            TensorData::F32(v) => Some((t.name.clone(), v.clone())),
+            _ => None,
+        })
+        .collect();
+    (loaded.state.global_step, params)
+}
+
+#[test]
+fn a_run_paused_after_a_checkpoint_and_restarted_ends_where_an_uninterrupted_run_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = cohort(tmp.path(), 40, 3);
+    // 8 steps an epoch: pause at step 5 (mid-epoch 0), go on to step 13 (mid-epoch 1, after a
+    // validation), and compare with a run that goes to step 13 at once.
+    let run = |name: &str, max_steps: u64| {
+        let (cfg, out) = config(
+            tmp.path(),
+            name,
+            &data,
+            MICRO,
+            &format!(
+                "[training]\nepochs = 3\nbatch_size = 4\nmax_steps = {max_steps}\n{}",
+                cluster(1, 0, "checkpoint_every_steps = 5\n")
+            ),
+        );
+        run_cluster(&cfg, &out, &[vec![]]);
+        out
+    };
+    let paused = run("paused", 5);
+    let (step, at5) = saved_params(&paused);
+    assert_eq!(step, 5);
+    let text = std::fs::read_to_string(tmp.path().join("paused.toml"))
+        .unwrap()
+        .replace("max_steps = 5", "max_steps = 13");
+    std::fs::write(tmp.path().join("paused.toml"), text).unwrap();
+    let cfg = tmp.path().join("paused.toml");
+    let out = run_cluster(&cfg, &paused, &[vec![]]);
+    assert!(out.contains("resuming run"), "{out}");
+    assert!(
+        out.contains("epoch 0, step 5 of the epoch, 5 steps done"),
+        "{out}"
+    );
+    let (step, resumed) = saved_params(&paused);
+    assert_eq!(step, 13);
+    let straight = run("straight", 13);
+    let (step, direct) = saved_params(&straight);
+    assert_eq!(step, 13);
+    assert_eq!(resumed.len(), direct.len());
+    for (name, v) in &direct {
+        assert_eq!(&resumed[name], v, "{name} differs after the restart");
+        assert_ne!(&at5[name], v, "{name} must have moved after step 5");
+    }
+}
+
+#[test]
+fn training_on_the_synthetic_cohort_lowers_the_validation_loss_every_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = cohort(tmp.path(), 150, 4);
+    let (cfg, out) = config(
+        tmp.path(),
+        "learn",
+        &data,
+        TINY,
+        &format!(
+            "[training]\nepochs = 3\nbatch_size = 8\nlr = 0.003\n{}",
+            cluster(2, 0, "")
+        ),
+    );
+    let text = run_cluster(&cfg, &out, &[vec![], vec![]]);
+    assert!(text.contains("test split: MAE"), "{text}");
+    let history = std::fs::read_to_string(out.join("history.csv")).unwrap();
+    let losses: Vec<f64> = history
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(losses.len(), 3, "{history}");
+    assert!(
+        losses.windows(2).all(|w| w[1] < w[0]),
+        "validation loss per epoch: {losses:?}"
+    );
+    for f in [
+        "model_best.safetensors",
+        "model_last.safetensors",
+        "test_predictions.csv",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+}
+
+#[test]
+fn workers_with_the_wrong_token_protocol_or_dataset_are_refused_and_the_run_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = cohort(tmp.path(), 30, 5);
+    let other = cohort(tmp.path(), 31, 6);
+    std::fs::write(tmp.path().join("token"), "right-token\n").unwrap();
+    std::fs::write(tmp.path().join("wrong"), "wrong-token\n").unwrap();
+    let (cfg, out) = config(
+        tmp.path(),
+        "guarded",
+        &data,
+        MICRO,
+        &format!(
+            "[training]\nepochs = 1\nbatch_size = 4\n{}",
+            cluster(
+                1,
+                0,
+                &format!("token_file = {:?}\n", tmp.path().join("token"))
+            )
+        ),
+    );
+    std::fs::create_dir_all(&out).unwrap();
+    let (mut coord, addr) = start_coordinator(&cfg, &out, out.join("coordinator.log"));
+    let token = tmp.path().join("token").display().to_string();
+    let wrong = tmp.path().join("wrong").display().to_string();
+
+    let mut w = start_worker(&addr, out.join("w-wrong.log"), &["--token-file", &wrong]);
+    assert!(!w.wait().success());
+    assert!(
+        w.output().contains("token is missing or wrong"),
+        "{}",
+        w.output()
+    );
+    let mut w = start_worker(&addr, out.join("w-none.log"), &[]);
+    assert!(!w.wait().success());
+    assert!(
+        w.output().contains("token is missing or wrong"),
+        "{}",
+        w.output()
+    );
+    let root = other.display().to_string();
+    let mut w = start_worker(
+        &addr,
+        out.join("w-data.log"),
+        &["--token-file", &token, "--data-root", &root],
+    );
+    assert!(!w.wait().success());
+    assert!(w.output().contains("dataset fingerprint"), "{}", w.output());
+
+    // A client of another protocol version, straight over gRPC.
+    let status = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut c = v1::coordinator_client::CoordinatorClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let mut req = tonic::Request::new(v1::RegisterRequest {
+            protocol_version: 999,
+            ..Default::default()
+        });
+        req.metadata_mut()
+            .insert("authorization", "Bearer right-token".parse().unwrap());
+        c.register(req).await.expect_err("refused")
+    });
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        status.message().contains("protocol version 999"),
+        "{status:?}"
+    );
+
+    let mut good = start_worker(&addr, out.join("w-good.log"), &["--token-file", &token]);
+    let text = coord.wait_ok();
+    good.wait_ok();
+    assert!(text.contains("run over"), "{text}");
+}

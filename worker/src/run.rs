@@ -1,0 +1,564 @@
+//! `worker --coordinator host:port`: joins a run and works until it is over. It fetches the
+//! run's settings, indexes the dataset as this node sees it (`--data-root`), registers with
+//! its dataset fingerprint, then loops: ask for work, download the state version the work
+//! needs, compute, upload (gradients in chunks, or predictions). A heartbeat task keeps it
+//! alive in the coordinator's eyes. When the coordinator goes away it reconnects with
+//! exponential backoff; when it is forgotten it registers again; refusals for good (token,
+//! protocol, dataset) end it with the coordinator's message. SIGTERM or Ctrl-C: it finishes
+//! the current step, leaves the run and exits 0.
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ecg_proto::v1::{self, work_assignment::Kind};
+use ecg_proto::{NO_VERSION, PROTOCOL_VERSION};
+use ecg_shared::config::ClusterConfig;
+use ecg_shared::model::ModelConfig;
+use ecg_shared::wire::{F32Assembler, f32_chunks};
+use tonic::Status;
+
+use crate::client::{Client, Failure, classify, connect};
+use crate::trainer::Compute;
+use crate::{Error, Result};
+
+/// Arguments of a worker run.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// The coordinator's address, `host:port`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub coordinator: Option<String>,
+    /// Compute on CUDA device N (needs a build with the `cuda` feature).
+    #[arg(long, value_name = "N", conflicts_with = "cpu")]
+    pub gpu: Option<usize>,
+    /// Compute on the CPU.
+    #[arg(long)]
+    pub cpu: bool,
+    /// File holding the cluster token.
+    #[arg(long, value_name = "FILE", env = "ECG_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Where the CSV and HDF5 files are on this node (replaces the coordinator's data.root).
+    #[arg(long, value_name = "DIR")]
+    pub data_root: Option<PathBuf>,
+    /// Threads for the computation (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Give up after the coordinator has been unreachable this long, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub give_up_after: u64,
+    /// Benchmark mode: no data and no network computation, but this many milliseconds per
+    /// step and a random gradient of the real size.
+    #[arg(long, value_name = "MS")]
+    pub simulate_ms: Option<u64>,
+    /// Append `epoch,step,exam_id` for every exam of every accepted contribution to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub exam_log: Option<PathBuf>,
+    /// Write every state version received to DIR/v<version>.f32 (the flat parameters,
+    /// little-endian f32), to check that workers hold identical parameters.
+    #[arg(long, value_name = "DIR")]
+    pub dump_states: Option<PathBuf>,
+    /// Append one line of timings per training step to FILE (CSV: step, units, exams,
+    /// compute_ms, upload_ms, wait_ms, download_ms).
+    #[arg(long, value_name = "FILE")]
+    pub step_log: Option<PathBuf>,
+}
+
+/// Runs the worker until the run is over (or SIGTERM).
+pub fn run(args: &Args) -> Result<()> {
+    let Some(addr) = args.coordinator.clone() else {
+        return Err(Error::Arg {
+            arg: "--coordinator",
+            msg: "missing: give the coordinator's host:port (or a subcommand, see --help)".into(),
+        });
+    };
+    if let Some(n) = args.gpu {
+        return Err(Error::Arg {
+            arg: "--gpu",
+            msg: format!(
+                "CUDA device {n} asked for, but this worker was built without the `cuda` feature: run with --cpu, or build with --features cuda"
+            ),
+        });
+    }
+    if let Some(t) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t.max(1))
+            .build_global()
+            .map_err(|e| Error::Arg {
+                arg: "--threads",
+                msg: e.to_string(),
+            })?;
+    }
+    let token = match &args.token_file {
+        Some(p) => {
+            let t = std::fs::read_to_string(p).map_err(|e| ecg_shared::Error::io(p, e))?;
+            let t = t.trim().to_string();
+            if t.is_empty() {
+                return Err(Error::Arg {
+                    arg: "--token-file",
+                    msg: format!("{} is empty", p.display()),
+                });
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Connect(format!("cannot start the async runtime: {e}")))?;
+    {
+        let stop = Arc::clone(&stop);
+        runtime.spawn(async move {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            eprintln!("worker: stopping after the current step");
+            stop.store(true, Ordering::SeqCst);
+        });
+    }
+    let mut w = Worker {
+        args: args.clone(),
+        addr,
+        token,
+        stop,
+        compute: None,
+        version: NO_VERSION,
+    };
+    runtime.block_on(w.run())
+}
+
+struct Worker {
+    args: Args,
+    addr: String,
+    token: Option<String>,
+    stop: Arc<AtomicBool>,
+    /// The computation of the run it belongs to, with its dataset fingerprint.
+    compute: Option<(
+        String,
+        Arc<std::sync::Mutex<Compute>>,
+        v1::DatasetFingerprint,
+    )>,
+    version: u64,
+}
+
+/// Why a session ended.
+enum SessionEnd {
+    /// The run is over or we were asked to stop.
+    Done,
+    /// Connect again (after a backoff).
+    Reconnect(String),
+}
+
+fn status_err(s: Status) -> Error {
+    Error::Refused(s.message().to_string())
+}
+
+impl Worker {
+    async fn run(&mut self) -> Result<()> {
+        let mut backoff = Duration::from_millis(100);
+        let mut unreachable_since: Option<Instant> = None;
+        loop {
+            match self.session().await {
+                Ok(SessionEnd::Done) => return Ok(()),
+                Ok(SessionEnd::Reconnect(why)) => {
+                    let since = *unreachable_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_secs(self.args.give_up_after) {
+                        return Err(Error::Connect(format!(
+                            "{} unreachable for {} s, giving up: {why}",
+                            self.addr, self.args.give_up_after
+                        )));
+                    }
+                    if self.stop.load(Ordering::SeqCst) {
+                        return Ok(());
+                    }
+                    tracing::warn!("coordinator {}: {why}; retrying in {backoff:?}", self.addr);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => return Err(e),
+            }
+            if unreachable_since.is_none() {
+                backoff = Duration::from_millis(100);
+            }
+        }
+    }
+
+    /// One connection: run info, registration, work loop.
+    async fn session(&mut self) -> Result<SessionEnd> {
+        let mut client = match connect(&self.addr, self.token.as_deref()).await {
+            Ok(c) => c,
+            Err(e) => return Ok(SessionEnd::Reconnect(e.to_string())),
+        };
+        let info = match client
+            .get_run_info(v1::RunInfoRequest {
+                protocol_version: PROTOCOL_VERSION,
+            })
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(s) => return self.fail(s),
+        };
+        let compute = self.compute_for(&info).await?;
+        let fingerprint = compute.1.clone();
+        let compute = compute.0;
+        let reg = match client
+            .register(v1::RegisterRequest {
+                protocol_version: PROTOCOL_VERSION,
+                build: format!("worker {} (cpu)", env!("CARGO_PKG_VERSION")),
+                device: "cpu".into(),
+                fingerprint: Some(fingerprint),
+                host: hostname(),
+            })
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(s) => return self.fail(s),
+        };
+        let (run_id, id) = (reg.run_id, reg.worker_id);
+        println!("worker {id}: joined run {run_id} at {}", self.addr);
+        let beat = {
+            let mut c = client.clone();
+            let run_id = run_id.clone();
+            let every = Duration::from_millis(u64::from(info.heartbeat_ms.max(10)));
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let r = c
+                        .heartbeat(v1::HeartbeatRequest {
+                            run_id: run_id.clone(),
+                            worker_id: id,
+                        })
+                        .await;
+                    if let Err(s) = r
+                        && classify(&s) != Failure::Reconnect
+                    {
+                        return;
+                    }
+                }
+            })
+        };
+        let end = self.work(&mut client, &run_id, id, &compute).await;
+        beat.abort();
+        end
+    }
+
+    fn fail(&self, s: Status) -> Result<SessionEnd> {
+        match classify(&s) {
+            Failure::Fatal => Err(status_err(s)),
+            _ => Ok(SessionEnd::Reconnect(format!(
+                "{}: {}",
+                s.code(),
+                s.message()
+            ))),
+        }
+    }
+
+    /// The computation for this run (built once per run id, reused across reconnections).
+    async fn compute_for(
+        &mut self,
+        info: &v1::RunInfo,
+    ) -> Result<(Arc<std::sync::Mutex<Compute>>, v1::DatasetFingerprint)> {
+        let model: ModelConfig = serde_json::from_str(&info.model_json)
+            .map_err(|e| Error::Protocol(format!("the run's architecture: {e}")))?;
+        if let Some((run, c, fp)) = &self.compute
+            && *run == info.run_id
+        {
+            return Ok((Arc::clone(c), fp.clone()));
+        }
+        self.version = NO_VERSION;
+        let args = self.args.clone();
+        let config_toml = info.config_toml.clone();
+        let run_fp = info.fingerprint.clone().unwrap_or_default();
+        let (compute, fp) = tokio::task::spawn_blocking(move || -> Result<_> {
+            if let Some(ms) = args.simulate_ms {
+                let c = Compute::simulated(
+                    &model,
+                    Duration::from_millis(ms),
+                    std::process::id().into(),
+                )?;
+                return Ok((c, run_fp));
+            }
+            let mut cfg: ClusterConfig = toml::from_str(&config_toml)
+                .map_err(|e| Error::Protocol(format!("the run's configuration: {e}")))?;
+            if let Some(root) = &args.data_root {
+                cfg.data.root = root.clone();
+            }
+            let (_, index, report) = cfg.build_index()?;
+            tracing::info!("{report}");
+            let fp = index.fingerprint();
+            let c = Compute::new(&model, &index, cfg.training.prefetch_threads)?;
+            Ok((
+                c,
+                v1::DatasetFingerprint {
+                    digest: fp.0.to_vec().into(),
+                    n_exams: index.exams.len() as u64,
+                    n_files: index.files.len() as u32,
+                },
+            ))
+        })
+        .await
+        .map_err(|e| Error::Protocol(format!("indexing failed: {e}")))??;
+        let compute = Arc::new(std::sync::Mutex::new(compute));
+        self.compute = Some((info.run_id.clone(), Arc::clone(&compute), fp.clone()));
+        Ok((compute, fp))
+    }
+
+    async fn work(
+        &mut self,
+        client: &mut Client,
+        run_id: &str,
+        id: u64,
+        compute: &Arc<std::sync::Mutex<Compute>>,
+    ) -> Result<SessionEnd> {
+        let leave = |mut c: Client, run_id: String| async move {
+            let _ = c
+                .leave(v1::LeaveRequest {
+                    run_id,
+                    worker_id: id,
+                })
+                .await;
+        };
+        let mut waited_since = Instant::now();
+        loop {
+            if self.stop.load(Ordering::SeqCst) {
+                leave(client.clone(), run_id.to_string()).await;
+                println!("worker {id}: left the run");
+                return Ok(SessionEnd::Done);
+            }
+            let a = match client
+                .next_work(v1::WorkRequest {
+                    run_id: run_id.to_string(),
+                    worker_id: id,
+                    have_version: self.version,
+                    wait_ms: 2000,
+                })
+                .await
+            {
+                Ok(r) => r.into_inner(),
+                Err(s) => match classify(&s) {
+                    Failure::Retry => continue,
+                    Failure::Fatal => return Err(status_err(s)),
+                    _ => return Ok(SessionEnd::Reconnect(s.message().to_string())),
+                },
+            };
+            let assigned = Instant::now();
+            let wait_ms = assigned.duration_since(waited_since).as_secs_f64() * 1e3;
+            let kind = a
+                .kind
+                .ok_or_else(|| Error::Protocol("an empty assignment".into()))?;
+            if let Kind::Finished(f) = &kind {
+                leave(client.clone(), run_id.to_string()).await;
+                println!("worker {id}: the run is over ({})", f.reason);
+                return Ok(SessionEnd::Done);
+            }
+            if matches!(kind, Kind::Wait(_)) {
+                continue;
+            }
+            let mut download_ms = 0.0;
+            if a.version != self.version {
+                let t = Instant::now();
+                match self.download(client, run_id, id, a.version, compute).await {
+                    Ok(()) => {}
+                    Err(Some(s)) => match classify(&s) {
+                        Failure::Retry => continue,
+                        Failure::Fatal => return Err(status_err(s)),
+                        _ => return Ok(SessionEnd::Reconnect(s.message().to_string())),
+                    },
+                    Err(None) => return Err(Error::Protocol("a malformed state download".into())),
+                }
+                download_ms = t.elapsed().as_secs_f64() * 1e3;
+            }
+            let outcome = match kind {
+                Kind::Train(t) => {
+                    self.train(client, run_id, id, t, compute, wait_ms, download_ms)
+                        .await
+                }
+                Kind::Predict(p) => self.predict(client, run_id, id, p, compute).await,
+                Kind::Wait(_) | Kind::Finished(_) => Ok(()),
+            };
+            waited_since = Instant::now();
+            match outcome {
+                Ok(()) => {}
+                Err(s) => match classify(&s) {
+                    Failure::Retry => continue,
+                    Failure::Rejoin => return Ok(SessionEnd::Reconnect(s.message().to_string())),
+                    Failure::Fatal => return Err(status_err(s)),
+                    Failure::Reconnect => {
+                        return Ok(SessionEnd::Reconnect(s.message().to_string()));
+                    }
+                },
+            }
+        }
+    }
+
+    async fn download(
+        &mut self,
+        client: &mut Client,
+        run_id: &str,
+        id: u64,
+        version: u64,
+        compute: &Arc<std::sync::Mutex<Compute>>,
+    ) -> Result<(), Option<Status>> {
+        let mut stream = client
+            .get_state(v1::StateRequest {
+                run_id: run_id.to_string(),
+                worker_id: id,
+                version,
+            })
+            .await
+            .map_err(Some)?
+            .into_inner();
+        let n = compute.lock().map_err(|_| None)?.n_params();
+        let mut asm = F32Assembler::new(n, Vec::new(), "state download");
+        let (mut running, mut tracked) = (Vec::new(), Vec::new());
+        while let Some(c) = stream.message().await.map_err(Some)? {
+            if c.version != version || c.n_params != n as u64 {
+                return Err(None);
+            }
+            if !c.bn_running.is_empty() {
+                running = c.bn_running;
+                tracked = c.bn_batches_tracked;
+            }
+            asm.push(c.offset, &c.data).map_err(|_| None)?;
+        }
+        let params = asm.finish().map_err(|_| None)?;
+        if let Some(dir) = &self.args.dump_states {
+            let bytes: Vec<u8> = params.iter().flat_map(|v| v.to_le_bytes()).collect();
+            std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(dir.join(format!("v{version}.f32")), bytes))
+                .map_err(|e| Some(Status::internal(format!("--dump-states: {e}"))))?;
+        }
+        let compute = Arc::clone(compute);
+        tokio::task::spawn_blocking(move || {
+            compute
+                .lock()
+                .map_err(|_| ())
+                .and_then(|mut c| c.apply_state(&params, &running, &tracked).map_err(|_| ()))
+        })
+        .await
+        .map_err(|_| None)?
+        .map_err(|()| None)?;
+        self.version = version;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn train(
+        &mut self,
+        client: &mut Client,
+        run_id: &str,
+        id: u64,
+        t: v1::TrainWork,
+        compute: &Arc<std::sync::Mutex<Compute>>,
+        wait_ms: f64,
+        download_ms: f64,
+    ) -> Result<(), Status> {
+        let started = Instant::now();
+        let c = Arc::clone(compute);
+        let units = t.units.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            c.lock()
+                .map_err(|_| Error::Protocol("the computation panicked".into()))
+                .and_then(|c| c.train(&units))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("computation: {e}")))?
+        .map_err(|e| Status::internal(e.to_string()))?;
+        let compute_ms = started.elapsed().as_secs_f64() * 1e3;
+        let upload = Instant::now();
+        let header = v1::GradientHeader {
+            run_id: run_id.to_string(),
+            worker_id: id,
+            step: t.step,
+            n_values: result.grad.len() as u64,
+            units: result.units,
+        };
+        let mut msgs = vec![v1::GradientUpload {
+            header: Some(header),
+            offset: 0,
+            data: Default::default(),
+        }];
+        for (offset, data) in f32_chunks(&result.grad, ecg_proto::CHUNK_BYTES) {
+            msgs.push(v1::GradientUpload {
+                header: None,
+                offset,
+                data,
+            });
+        }
+        drop(result.grad);
+        client.push_gradients(tokio_stream::iter(msgs)).await?;
+        let upload_ms = upload.elapsed().as_secs_f64() * 1e3;
+        let exams: usize = t.units.iter().map(|u| u.exam_ids.len()).sum();
+        if let Some(p) = &self.args.exam_log {
+            let mut text = String::new();
+            for u in &t.units {
+                for e in &u.exam_ids {
+                    text.push_str(&format!("{},{},{e}\n", t.epoch, t.step));
+                }
+            }
+            append(p, &text).map_err(|e| Status::internal(e.to_string()))?;
+        }
+        if let Some(p) = &self.args.step_log {
+            let line = format!(
+                "{},{},{exams},{compute_ms:.3},{upload_ms:.3},{wait_ms:.3},{download_ms:.3}\n",
+                t.step,
+                t.units.len()
+            );
+            append(p, &line).map_err(|e| Status::internal(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    async fn predict(
+        &mut self,
+        client: &mut Client,
+        run_id: &str,
+        id: u64,
+        p: v1::PredictWork,
+        compute: &Arc<std::sync::Mutex<Compute>>,
+    ) -> Result<(), Status> {
+        let c = Arc::clone(compute);
+        let ids = p.exam_ids.clone();
+        let pred = tokio::task::spawn_blocking(move || {
+            c.lock()
+                .map_err(|_| Error::Protocol("the computation panicked".into()))
+                .and_then(|c| c.predict(&ids))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("computation: {e}")))?
+        .map_err(|e| Status::internal(e.to_string()))?;
+        client
+            .report_predictions(v1::Predictions {
+                run_id: run_id.to_string(),
+                worker_id: id,
+                task: p.task,
+                exam_ids: p.exam_ids,
+                predicted_age: pred,
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+fn append(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
