@@ -29,6 +29,11 @@ pub struct RunOutcome {
     pub global_step: u64,
     /// Best epoch and its validation loss.
     pub best: Option<(u64, f64)>,
+    /// Median time of a step's reduction, Adam step and publication, in seconds.
+    pub median_reduce_seconds: Option<f64>,
+    /// Median time of a whole step (publication of its work to publication of its result:
+    /// the workers' downloads, computation and uploads, and the reduction), in seconds.
+    pub median_step_seconds: Option<f64>,
 }
 
 /// Runs the training loop over `hub` with `trainer`, reporting through `on_event`.
@@ -42,7 +47,7 @@ pub fn drive(
     if trainer.best_epoch.is_some() {
         let best = load_checkpoint(&trainer.cfg.output.dir.join(files::BEST))?
             .build(&ecg_shared::model::Device::Cpu)?;
-        let snap = Snapshot::new(BEST_VERSION, &best.params_flat()?, &best, CHUNK_BYTES);
+        let snap = Snapshot::new(BEST_VERSION, best.params_flat()?, &best, CHUNK_BYTES);
         hub.lock().best = Some(Arc::new(snap));
     }
     println!("waiting for {} worker(s)", c.min_workers);
@@ -51,6 +56,8 @@ pub fn drive(
     });
     let max_steps = trainer.cfg.training.max_steps;
     let mut reason = String::new();
+    let mut reduce_times = Vec::new();
+    let mut step_times = Vec::new();
     'epochs: while trainer.run_epoch() {
         let lr = trainer.begin_epoch()?;
         let epoch = trainer.epoch;
@@ -95,11 +102,12 @@ pub fn drive(
             let done = trainer.commit(contributions)?;
             let snap = Snapshot::new(
                 trainer.global_step,
-                trainer.params(),
+                trainer.params().to_vec(),
                 &trainer.model,
                 CHUNK_BYTES,
             );
             let reduce_secs = reduce.elapsed().as_secs_f64();
+            reduce_times.push(reduce_secs);
             let loss = done.loss_sum / done.exams.max(1) as f64;
             {
                 let mut core = hub.lock();
@@ -108,6 +116,7 @@ pub fn drive(
                 core.progress.last_train_loss = loss;
             }
             hub.bump();
+            step_times.push(started.elapsed().as_secs_f64());
             hub.facts.metrics.step_committed(
                 trainer.global_step,
                 done.exams,
@@ -192,6 +201,8 @@ pub fn drive(
         test,
         global_step: trainer.global_step,
         best: trainer.best_epoch.map(|e| (e, trainer.best)),
+        median_reduce_seconds: median(&mut reduce_times),
+        median_step_seconds: median(&mut step_times),
     })
 }
 
@@ -234,4 +245,12 @@ fn finish(hub: &Arc<Hub>, tick: Duration, reason: &str) {
     hub.wait_for(tick, |core| {
         (core.all_told() || Instant::now() >= until).then_some(())
     });
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
 }

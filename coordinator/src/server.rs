@@ -29,6 +29,8 @@ pub const ADDR_FILE: &str = "coordinator.addr";
 /// window updates on a fast link.
 const STREAM_WINDOW: u32 = 16 << 20;
 const CONNECTION_WINDOW: u32 = 64 << 20;
+/// Largest HTTP/2 frame we accept: a whole chunk in one frame instead of 64 frames of 16 KiB.
+const MAX_FRAME: u32 = (1 << 20) + 1024;
 
 /// Reads the cluster token from `path` (surrounding white space removed); empty path: none.
 pub fn read_token(path: &std::path::Path) -> Result<Option<String>> {
@@ -73,7 +75,7 @@ pub fn run_cluster(trainer: Trainer, on_event: &mut dyn FnMut(TrainEvent)) -> Re
     let metrics = Metrics::new();
     let snapshot = Snapshot::new(
         trainer.global_step,
-        trainer.params(),
+        trainer.params().to_vec(),
         &trainer.model,
         CHUNK_BYTES,
     );
@@ -159,6 +161,7 @@ pub fn run_cluster(trainer: Trainer, on_event: &mut dyn FnMut(TrainEvent)) -> Re
             .initial_stream_window_size(Some(STREAM_WINDOW))
             .initial_connection_window_size(Some(CONNECTION_WINDOW))
             .tcp_nodelay(true)
+            .max_frame_size(Some(MAX_FRAME))
             .add_service(health)
             .add_service(service)
             .serve_with_incoming_shutdown(

@@ -22,7 +22,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The snapshot of `params` and `model`'s batch-norm buffers as version `version`.
-    pub fn new(version: u64, params: &[f32], model: &ResNet1d, chunk_bytes: usize) -> Self {
+    pub fn new(version: u64, params: Vec<f32>, model: &ResNet1d, chunk_bytes: usize) -> Self {
         let (bn_running, bn_tracked) = model.bn_buffers();
         Snapshot {
             version,

@@ -1,26 +1,34 @@
 //! Float vectors as they travel between coordinator and workers: little-endian IEEE-754 bytes
 //! cut into chunks with their byte offsets, and the assembler that puts received chunks back
 //! into a vector, refusing any chunk that is out of order, misaligned, or beyond the announced
-//! length, and any non-finite value when asked to.
+//! length. The conversions are plain memory copies (the in-memory layout of `f32` on the
+//! little-endian machines we build for is the wire layout).
 use bytes::Bytes;
+
+#[cfg(target_endian = "big")]
+compile_error!("the wire format is little-endian: big-endian hosts would need a byte swap here");
 
 use crate::{Error, Result};
 
 /// `values` as little-endian chunks of at most `chunk_bytes` bytes (a multiple of 4), with
-/// the byte offset of each.
-pub fn f32_chunks(values: &[f32], chunk_bytes: usize) -> Vec<(u64, Bytes)> {
-    let per = (chunk_bytes / 4).max(1);
-    values
-        .chunks(per)
-        .enumerate()
-        .map(|(i, c)| {
-            let mut b = Vec::with_capacity(c.len() * 4);
-            for v in c {
-                b.extend_from_slice(&v.to_le_bytes());
-            }
-            ((i * per * 4) as u64, Bytes::from(b))
-        })
+/// the byte offset of each. The chunks are views of `values` itself (no copy): they keep it
+/// alive until the last one is dropped.
+pub fn f32_chunks(values: Vec<f32>, chunk_bytes: usize) -> Vec<(u64, Bytes)> {
+    let per = (chunk_bytes / 4).max(1) * 4;
+    let all = Bytes::from_owner(F32Bytes(values));
+    (0..all.len())
+        .step_by(per)
+        .map(|at| (at as u64, all.slice(at..(at + per).min(all.len()))))
         .collect()
+}
+
+/// A float vector seen as its bytes.
+struct F32Bytes(Vec<f32>);
+
+impl AsRef<[u8]> for F32Bytes {
+    fn as_ref(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.0)
+    }
 }
 
 /// Receives the chunks of one vector of a known length, in order.
@@ -60,10 +68,9 @@ impl F32Assembler {
                 self.expected
             )));
         }
-        self.values.extend(
-            data.chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        );
+        let at = self.values.len();
+        self.values.resize(at + data.len() / 4, 0.0);
+        bytemuck::cast_slice_mut::<f32, u8>(&mut self.values[at..]).copy_from_slice(data);
         Ok(())
     }
 
@@ -93,7 +100,7 @@ mod tests {
     #[test]
     fn chunks_reassemble_exactly_and_bad_chunks_are_refused() {
         let v: Vec<f32> = (0..1001).map(|i| i as f32 * 0.5 - 3.0).collect();
-        let chunks = f32_chunks(&v, 400);
+        let chunks = f32_chunks(v.clone(), 400);
         assert_eq!(chunks.len(), 11);
         assert!(chunks.iter().all(|(_, b)| b.len() <= 400));
         let mut a = F32Assembler::new(v.len(), Vec::new(), "test");

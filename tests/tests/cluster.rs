@@ -396,6 +396,7 @@ fn workers_with_the_wrong_token_protocol_or_dataset_are_refused_and_the_run_goes
                 0,
                 &format!("token_file = {:?}\n", tmp.path().join("token"))
             )
+            .replace("metrics_listen = \"\"", "metrics_listen = \"127.0.0.1:0\"")
         ),
     );
     std::fs::create_dir_all(&out).unwrap();
@@ -440,6 +441,60 @@ fn workers_with_the_wrong_token_protocol_or_dataset_are_refused_and_the_run_goes
         c.register(req).await.expect_err("refused")
     });
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+
+    // The health service answers without the token (for probes); the status query needs it.
+    let (health, unauthenticated) = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut h = tonic_health::pb::health_client::HealthClient::new(
+            tonic::transport::Channel::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        );
+        let health = h
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "ecg.v1.Coordinator".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        let mut c = v1::coordinator_client::CoordinatorClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let refused = c
+            .status(v1::StatusRequest {})
+            .await
+            .expect_err("needs the token");
+        (health, refused.code())
+    });
+    assert_eq!(
+        health,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    assert_eq!(unauthenticated, tonic::Code::Unauthenticated);
+
+    // /metrics counts the refusals by reason and shows no secret.
+    let log = coord.output();
+    let metrics_addr = log
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|s| s.split("/metrics").next())
+        .expect("the metrics address in the coordinator's output");
+    let page = http_get(metrics_addr, "/metrics");
+    for (reason, at_least) in [
+        ("unauthenticated", 3),
+        ("fingerprint", 1),
+        ("protocol_version", 1),
+    ] {
+        let line = page
+            .lines()
+            .find(|l| l.starts_with(&format!("ecg_rejected_total{{reason=\"{reason}\"}}")))
+            .unwrap_or_else(|| panic!("no {reason} count in:\n{page}"));
+        let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(n >= at_least as f64, "{line}");
+    }
+    assert!(!page.contains("right-token") && !page.contains("wrong-token"));
     assert!(
         status.message().contains("protocol version 999"),
         "{status:?}"
@@ -449,4 +504,21 @@ fn workers_with_the_wrong_token_protocol_or_dataset_are_refused_and_the_run_goes
     let text = coord.wait_ok();
     good.wait_ok();
     assert!(text.contains("run over"), "{text}");
+}
+
+/// The body of `GET path` from `addr` over plain HTTP/1.1.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text
 }

@@ -42,7 +42,8 @@ pub async fn connect(addr: &str, token: Option<&str>) -> Result<Client> {
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20))
         .initial_stream_window_size(Some(16 << 20))
-        .initial_connection_window_size(Some(64 << 20));
+        .initial_connection_window_size(Some(64 << 20))
+        .max_frame_size(Some((1 << 20) + 1024));
     let channel = endpoint
         .connect()
         .await

@@ -59,7 +59,9 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub dump_states: Option<PathBuf>,
     /// Append one line of timings per training step to FILE (CSV: step, units, exams,
-    /// compute_ms, upload_ms, wait_ms, download_ms).
+    /// compute_ms, upload_ms, wait_ms, download_ms): wait is from the end of the previous
+    /// work to this assignment (the coordinator's reduction and Adam step, or idle time),
+    /// download the time to receive the step's state (not to install it).
     #[arg(long, value_name = "FILE")]
     pub step_log: Option<PathBuf>,
 }
@@ -365,9 +367,8 @@ impl Worker {
             }
             let mut download_ms = 0.0;
             if a.version != self.version {
-                let t = Instant::now();
                 match self.download(client, run_id, id, a.version, compute).await {
-                    Ok(()) => {}
+                    Ok(received) => download_ms = received.as_secs_f64() * 1e3,
                     Err(Some(s)) => match classify(&s) {
                         Failure::Retry => continue,
                         Failure::Fatal => return Err(status_err(s)),
@@ -375,7 +376,6 @@ impl Worker {
                     },
                     Err(None) => return Err(Error::Protocol("a malformed state download".into())),
                 }
-                download_ms = t.elapsed().as_secs_f64() * 1e3;
             }
             let outcome = match kind {
                 Kind::Train(t) => {
@@ -407,7 +407,8 @@ impl Worker {
         id: u64,
         version: u64,
         compute: &Arc<std::sync::Mutex<Compute>>,
-    ) -> Result<(), Option<Status>> {
+    ) -> Result<Duration, Option<Status>> {
+        let started = Instant::now();
         let mut stream = client
             .get_state(v1::StateRequest {
                 run_id: run_id.to_string(),
@@ -431,6 +432,7 @@ impl Worker {
             asm.push(c.offset, &c.data).map_err(|_| None)?;
         }
         let params = asm.finish().map_err(|_| None)?;
+        let received = started.elapsed();
         if let Some(dir) = &self.args.dump_states {
             let bytes: Vec<u8> = params.iter().flat_map(|v| v.to_le_bytes()).collect();
             std::fs::create_dir_all(dir)
@@ -448,7 +450,7 @@ impl Worker {
         .map_err(|_| None)?
         .map_err(|()| None)?;
         self.version = version;
-        Ok(())
+        Ok(received)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -487,14 +489,13 @@ impl Worker {
             offset: 0,
             data: Default::default(),
         }];
-        for (offset, data) in f32_chunks(&result.grad, ecg_proto::CHUNK_BYTES) {
+        for (offset, data) in f32_chunks(result.grad, ecg_proto::CHUNK_BYTES) {
             msgs.push(v1::GradientUpload {
                 header: None,
                 offset,
                 data,
             });
         }
-        drop(result.grad);
         client.push_gradients(tokio_stream::iter(msgs)).await?;
         let upload_ms = upload.elapsed().as_secs_f64() * 1e3;
         let exams: usize = t.units.iter().map(|u| u.exam_ids.len()).sum();

@@ -81,8 +81,11 @@ impl Compute {
         self.model.layout().total_len()
     }
 
-    /// Installs a state downloaded from the coordinator.
+    /// Installs a state downloaded from the coordinator (nothing to install when simulating).
     pub fn apply_state(&mut self, params: &[f32], running: &[f64], tracked: &[i64]) -> Result<()> {
+        if let Source::Simulated { .. } = self.source {
+            return Ok(());
+        }
         self.model.set_params_flat(params)?;
         self.model.set_bn_buffers(running, tracked)?;
         Ok(())

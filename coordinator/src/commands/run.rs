@@ -103,6 +103,13 @@ pub fn run(args: &Args) -> Result<()> {
         "run over: {} ({} steps)",
         outcome.reason, outcome.global_step
     );
+    if let (Some(s), Some(r)) = (outcome.median_step_seconds, outcome.median_reduce_seconds) {
+        println!(
+            "median step {:.2} ms, of which reduction, Adam and publication {:.2} ms",
+            s * 1e3,
+            r * 1e3
+        );
+    }
     if let Some((e, loss)) = outcome.best {
         println!("best validation loss {loss:.4} at epoch {e}");
     }

@@ -1,0 +1,144 @@
+"""Gradient exchange of the full network: our coordinator and N worker processes over gRPC on
+loopback, beside torch.distributed gloo all_reduce of the same tensor, in the same run.
+
+Ours: a real `coordinator` process with the full-size model (6,924,705 parameters) and N real
+`worker` processes in simulation mode (`--simulate-ms 0`: no data, no computation, a random
+gradient of the real size). Each step every worker uploads its 27.7 MB gradient in 1 MiB
+chunks, the coordinator sums the contributions, applies Adam and publishes the new parameters,
+and every worker downloads them: the whole cycle of a synchronous data-parallel step minus the
+computation. The coordinator reports the median step time over `--steps` steps; the workers'
+step logs give the split into upload, wait (reduction + Adam + the others) and download.
+
+Peer: bench/exchange_gloo.py, one all_reduce(SUM) of the same 6,924,705 float32 values between
+N processes (which leaves every process with the summed gradient, but applies no optimizer).
+
+Rounds alternate ours and gloo for each N; the table gives medians over rounds.
+usage: bench/exchange.sh  (ROUNDS=3 STEPS=23 PROCS="2 4 8")
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / "target" / "release"
+NUMEL = 6_924_705
+
+
+def ours(work: Path, data: Path, n: int, steps: int) -> dict:
+    out = work / f"run{n}"
+    if out.exists():
+        subprocess.run(["rm", "-rf", str(out)], check=True)
+    out.mkdir(parents=True)
+    cfg = work / f"exchange{n}.toml"
+    cfg.write_text(
+        f'[data]\nroot = "{data}"\n[output]\ndir = "{out}"\n[split]\nstrategy = "hash"\n'
+        f"[training]\nbatch_size = {n}\nmax_steps = {steps}\n"
+        f'[cluster]\nlisten = "127.0.0.1:0"\nmetrics_listen = ""\nmin_workers = {n}\n'
+        f"micro_batch = 1\ncheckpoint_every_steps = 0\nworker_timeout_ms = 60000\n"
+    )
+    coord = subprocess.Popen(
+        [str(BIN / "coordinator"), "--config", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    addr_file = out / "coordinator.addr"
+    deadline = time.time() + 120
+    while not (addr_file.exists() and addr_file.read_text()):
+        if coord.poll() is not None or time.time() > deadline:
+            raise SystemExit(f"coordinator did not start:\n{coord.stdout.read()}")
+        time.sleep(0.05)
+    addr = addr_file.read_text()
+    workers = []
+    for i in range(n):
+        log = out / f"steps{i}.csv"
+        workers.append(
+            subprocess.Popen(
+                [str(BIN / "worker"), "--coordinator", addr, "--cpu", "--threads", "1",
+                 "--simulate-ms", "0", "--step-log", str(log)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    text, _ = coord.communicate(timeout=900)
+    for w in workers:
+        _, err = w.communicate(timeout=120)
+        if w.returncode != 0:
+            raise SystemExit(f"worker failed: {err}")
+    if coord.returncode != 0:
+        raise SystemExit(f"coordinator failed:\n{text}")
+    line = next(l for l in text.splitlines() if l.startswith("median step "))
+    step_ms = float(line.split()[2])
+    reduce_ms = float(line.split("publication ")[1].split()[0])
+    parts = {"upload": [], "wait": [], "download": []}
+    for i in range(n):
+        for row in (out / f"steps{i}.csv").read_text().splitlines():
+            step, _units, _exams, _compute, up, wait, down = row.split(",")
+            if int(step) >= 3:
+                parts["upload"].append(float(up))
+                parts["wait"].append(float(wait))
+                parts["download"].append(float(down))
+    return {
+        "step_ms": step_ms,
+        "reduce_ms": reduce_ms,
+        **{f"{k}_ms": statistics.median(v) for k, v in parts.items()},
+    }
+
+
+def gloo(n: int, reps: int) -> float:
+    torch_py = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "torch-python.sh")], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    r = subprocess.run(
+        [torch_py, str(ROOT / "bench" / "exchange_gloo.py"), "--procs", str(n), "--reps", str(reps), "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(r.stdout.strip().splitlines()[-1])["median_ms"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--procs", type=int, nargs="+", default=[2, 4, 8])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=23)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        data = work / "data"
+        subprocess.run(
+            [str(BIN / "coordinator"), "synth", "--out", str(data), "--patients", "400", "--seed", "1"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        results = {}
+        for n in args.procs:
+            rows, peers = [], []
+            for _ in range(args.rounds):
+                rows.append(ours(work, data, n, args.steps))
+                peers.append(gloo(n, args.steps - 3))
+            results[n] = (rows, peers)
+            med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+            print(json.dumps({"procs": n, **med, "gloo_ms": statistics.median(peers), "rounds": args.rounds}), file=sys.stderr)
+    mb = NUMEL * 4 / 1e6
+    print(f"gradient of {NUMEL:,} float32 ({mb:.1f} MB); medians of {args.rounds} rounds")
+    print(f"{'N':>3} {'ours step ms':>13} {'(up/wait/down)':>20} {'reduce+Adam':>12} {'gloo ms':>9} {'gloo/ours':>10} {'ours GB/s':>10}")
+    for n, (rows, peers) in results.items():
+        med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+        g = statistics.median(peers)
+        # Bytes through the coordinator per step: N uploads and N downloads.
+        gbps = 2 * n * NUMEL * 4 / (med["step_ms"] / 1e3) / 1e9
+        split = f"{med['upload_ms']:.0f}/{med['wait_ms']:.0f}/{med['download_ms']:.0f}"
+        print(f"{n:>3} {med['step_ms']:>13.1f} {split:>20} {med['reduce_ms']:>12.1f} {g:>9.1f} {g / med['step_ms']:>9.2f}x {gbps:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()
