@@ -271,6 +271,55 @@ fn every_training_exam_is_used_once_per_epoch_with_one_two_three_and_a_late_work
     assert_eq!(early_first_epoch, Some(0));
 }
 
+#[test]
+fn a_worker_stopped_with_sigterm_finishes_its_step_leaves_and_the_run_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = cohort(tmp.path(), 40, 7);
+    let (cfg, out) = config(
+        tmp.path(),
+        "term",
+        &data,
+        MICRO,
+        &format!(
+            "[training]\nepochs = 3\nbatch_size = 2\n{}",
+            cluster(2, 1, "")
+        ),
+    );
+    std::fs::create_dir_all(&out).unwrap();
+    let (mut coord, addr) = start_coordinator(&cfg, &out, out.join("coordinator.log"));
+    let logs = [out.join("exams0.csv"), out.join("exams1.csv")];
+    let arg = |i: usize| ["--exam-log".to_string(), logs[i].display().to_string()];
+    let (a, b) = (arg(0), arg(1));
+    let mut stays = start_worker(&addr, out.join("worker0.log"), &[&a[0], &a[1]]);
+    let mut leaves = start_worker(&addr, out.join("worker1.log"), &[&b[0], &b[1]]);
+    poll("the second worker's second step", BOUND, || {
+        let n = std::fs::read_to_string(&logs[1]).map_or(0, |t| t.lines().count());
+        (n >= 2).then_some(())
+    });
+    let pid = leaves.child.id().to_string();
+    run_ok(std::process::Command::new("kill").args(["-TERM", &pid]));
+    let status = leaves.wait();
+    assert!(
+        status.success(),
+        "SIGTERM: exit {status}:\n{}",
+        leaves.output()
+    );
+    assert!(
+        leaves.output().contains("left the run"),
+        "{}",
+        leaves.output()
+    );
+    let text = coord.wait_ok();
+    stays.wait_ok();
+    assert!(text.contains("left (1 workers)"), "{text}");
+    let want = train_ids(&out);
+    let got = trained(&logs);
+    assert_eq!(got.len(), 3);
+    for (epoch, ids) in got {
+        assert_eq!(ids, want, "epoch {epoch}");
+    }
+}
+
 /// (name -> values) of the parameters in a run's training state.
 fn saved_params(out: &Path) -> (u64, HashMap<String, Vec<f32>>) {
     let loaded = load_train_state(out, |c| {
