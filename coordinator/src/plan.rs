@@ -73,18 +73,6 @@ mod tests {
     use super::*;
     use ecg_shared::config::EpochOrder;
 
-    fn empty_index() -> DatasetIndex {
-        DatasetIndex {
-            exams: Vec::new(),
-            is_male: None,
-            death: None,
-            timey: None,
-            files: Vec::new(),
-            n_samples: 0,
-            n_leads: 0,
-        }
-    }
-
     #[test]
     fn units_cover_each_step_once_and_do_not_depend_on_the_worker_count() {
         let mut cfg = ClusterConfig::default();
@@ -92,7 +80,7 @@ mod tests {
         cfg.training.order = EpochOrder::Shuffle;
         cfg.cluster.micro_batch = 4;
         let train: Vec<usize> = (0..23).collect();
-        let plan = EpochPlan::new(&cfg, &empty_index(), &train, 3);
+        let plan = EpochPlan::new(&cfg, &DatasetIndex::default(), &train, 3);
         assert_eq!(plan.len(), 3);
         let mut all = Vec::new();
         for s in 0..plan.len() {
@@ -109,7 +97,7 @@ mod tests {
         assert_eq!(all, train);
         // Same plan whatever min_workers is when micro_batch is set; distinct mask seeds.
         cfg.cluster.min_workers = 3;
-        let again = EpochPlan::new(&cfg, &empty_index(), &train, 3);
+        let again = EpochPlan::new(&cfg, &DatasetIndex::default(), &train, 3);
         assert_eq!(again.units(1), plan.units(1));
         let seeds: std::collections::BTreeSet<u64> = (0..3)
             .flat_map(|s| plan.units(s))

@@ -13,11 +13,9 @@ use ecg_shared::model::checkpoint::{META_EPOCH, META_VALID_LOSS, save_model};
 use ecg_shared::model::state::{NamedTensor, StateDict, TensorData};
 use ecg_shared::model::{Device, ResNet1d};
 use ecg_shared::train::history::{HistoryRow, ValidMetrics, write_atomic, write_history};
-use ecg_shared::train::local::{config_json, files, initial_model};
+use ecg_shared::train::local::{config_json, files, initial_model, optimizer};
 use ecg_shared::train::resume::{TrainState, load_train_state, save_train_state};
-use ecg_shared::train::{
-    Adam, AdamConfig, PlateauConfig, ReduceLrOnPlateau, StopRule, check_finite, compute_weights,
-};
+use ecg_shared::train::{Adam, ReduceLrOnPlateau, StopRule, check_finite, compute_weights};
 use rayon::prelude::*;
 
 use crate::core::Contribution;
@@ -116,24 +114,7 @@ impl Trainer {
         let valid_w = compute_weights(&ages(&data.valid), None)?;
         let t = &cfg.training;
         let params = model.params_flat()?;
-        let adam = Adam::new(
-            AdamConfig {
-                lr: t.lr,
-                ..AdamConfig::default()
-            },
-            params.len(),
-        )?;
-        let plateau = PlateauConfig {
-            factor: t.lr_factor,
-            patience: t.patience,
-            min_lr: t.lr_factor * t.min_lr,
-            ..PlateauConfig::default()
-        };
-        let sched = ReduceLrOnPlateau::new(plateau, t.lr)?;
-        let stop = StopRule {
-            min_lr: t.min_lr,
-            epochs: t.epochs,
-        };
+        let (adam, sched, stop) = optimizer(t, params.len())?;
         let mut trainer = Trainer {
             run_id: new_run_id(),
             weight_of,

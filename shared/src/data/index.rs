@@ -92,7 +92,7 @@ pub struct IndexedFile {
 /// ignores: two indexes with the same fingerprint hold the same exams, but only the same
 /// positions if their CSVs list the exams in the same order. Messages between machines should
 /// name exams by id, or both sides should sort by id.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct DatasetIndex {
     /// Usable exams, in CSV order.
     pub exams: Vec<IndexedExam>,

@@ -17,7 +17,7 @@ use super::plan::{epoch_batches, epoch_seed};
 use super::{
     Adam, AdamConfig, PlateauConfig, ReduceLrOnPlateau, StopRule, check_finite, compute_weights,
 };
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, TrainingConfig};
 use crate::data::index::DatasetIndex;
 use crate::data::prefetch::Prefetcher;
 use crate::data::reader::BatchReader;
@@ -108,6 +108,31 @@ pub fn initial_model(cfg: &ClusterConfig, device: &Device) -> Result<ResNet1d> {
         ));
     }
     ckpt.build(device)
+}
+
+/// The seed's optimiser, schedule and stop rule for `n` parameters with the settings of `t`:
+/// Adam at `lr`, ReduceLROnPlateau (factor, patience, floor `lr_factor * min_lr`), and stop
+/// below `min_lr` or after `epochs`.
+pub fn optimizer(t: &TrainingConfig, n: usize) -> Result<(Adam, ReduceLrOnPlateau, StopRule)> {
+    let adam = Adam::new(
+        AdamConfig {
+            lr: t.lr,
+            ..AdamConfig::default()
+        },
+        n,
+    )?;
+    let plateau = PlateauConfig {
+        factor: t.lr_factor,
+        patience: t.patience,
+        min_lr: t.lr_factor * t.min_lr,
+        ..PlateauConfig::default()
+    };
+    let sched = ReduceLrOnPlateau::new(plateau, t.lr)?;
+    let stop = StopRule {
+        min_lr: t.min_lr,
+        epochs: t.epochs,
+    };
+    Ok((adam, sched, stop))
 }
 
 /// `config.json` of a run: the architecture with the seed's keys, and the training settings.
@@ -220,24 +245,7 @@ pub fn train_local(
 
     let mut model = model;
     let mut params = model.params_flat()?;
-    let mut adam = Adam::new(
-        AdamConfig {
-            lr: t.lr,
-            ..AdamConfig::default()
-        },
-        params.len(),
-    )?;
-    let plateau = PlateauConfig {
-        factor: t.lr_factor,
-        patience: t.patience,
-        min_lr: t.lr_factor * t.min_lr,
-        ..PlateauConfig::default()
-    };
-    let mut sched = ReduceLrOnPlateau::new(plateau, t.lr)?;
-    let stop = StopRule {
-        min_lr: t.min_lr,
-        epochs: t.epochs,
-    };
+    let (mut adam, mut sched, stop) = optimizer(t, params.len())?;
     let mut history = Vec::new();
     let mut best = f64::INFINITY;
     let mut best_epoch = None;

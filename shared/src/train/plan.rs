@@ -98,15 +98,7 @@ mod tests {
     #[test]
     fn shuffled_epochs_use_every_exam_once_and_differ() {
         let train: Vec<usize> = (0..103).map(|i| i * 2).collect();
-        let index = DatasetIndex {
-            exams: Vec::new(),
-            is_male: None,
-            death: None,
-            timey: None,
-            files: Vec::new(),
-            n_samples: 0,
-            n_leads: 0,
-        };
+        let index = DatasetIndex::default();
         let e0 = epoch_batches(EpochOrder::Shuffle, &index, &train, 10, 7, 0);
         let e1 = epoch_batches(EpochOrder::Shuffle, &index, &train, 10, 7, 1);
         assert_eq!(e0.len(), 11);
