@@ -6,7 +6,10 @@ use ecg_coordinator::commands;
 ///
 /// With `--config cluster.toml` it indexes the dataset (CSV + HDF5), checks that they fit,
 /// splits the patients into train / valid / test, writes `split.csv` to the output directory
-/// and trains the network on this machine (history.csv, best and last checkpoints). The subcommands generate a synthetic CODE-format cohort and split a CSV alone.
+/// and serves the run to its workers (`worker --coordinator host:port`) until it is over:
+/// history.csv, best and last checkpoints, the training state, the test-split MAE. With
+/// `--local` it trains in this process alone. The subcommands generate a synthetic CODE-format
+/// cohort, split a CSV alone, and query a running coordinator.
 #[derive(Parser, Debug)]
 #[command(name = "coordinator", version, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -22,6 +25,8 @@ enum Cmd {
     Synth(commands::synth::Args),
     /// Split the patients of an exams CSV into train / valid / test and write split.csv.
     Split(commands::split::Args),
+    /// Ask a running coordinator where its run is and who works for it.
+    Status(commands::status::Args),
 }
 
 #[allow(unsafe_code)]
@@ -34,6 +39,7 @@ fn main() -> std::process::ExitCode {
     let result = match &cli.cmd {
         Some(Cmd::Synth(args)) => commands::synth::run(args),
         Some(Cmd::Split(args)) => commands::split::run(args),
+        Some(Cmd::Status(args)) => commands::status::run(args),
         None => commands::run::run(&cli.run),
     };
     ecg_shared::cli::exit_code(result)

@@ -296,6 +296,12 @@ fn a_worker_stopped_with_sigterm_finishes_its_step_leaves_and_the_run_goes_on() 
         let n = std::fs::read_to_string(&logs[1]).map_or(0, |t| t.lines().count());
         (n >= 2).then_some(())
     });
+    let status = run_ok(cmd("coordinator").args(["status", "--coordinator", &addr]));
+    assert!(status.contains("2 worker(s)"), "{status}");
+    assert!(
+        status.contains("worker   1") && status.contains("worker   2"),
+        "{status}"
+    );
     let pid = leaves.child.id().to_string();
     run_ok(std::process::Command::new("kill").args(["-TERM", &pid]));
     let status = leaves.wait();

@@ -3,9 +3,11 @@
 //! - [`run`]: `coordinator --config cluster.toml`, the coordinator itself.
 //! - [`synth`]: `coordinator synth`, the synthetic CODE-format cohort.
 //! - [`split`]: `coordinator split`, a patient-level split written to `split.csv`.
+//! - [`status`]: `coordinator status`, where a running coordinator's run is.
 
 pub mod run;
 pub mod split;
+pub mod status;
 pub mod synth;
 
 /// A progress bar on stderr with `template` when stderr is a terminal; hidden otherwise (logs
