@@ -141,6 +141,11 @@ pub fn run_cluster(trainer: Trainer, on_event: &mut dyn FnMut(TrainEvent)) -> Re
             ""
         }
     );
+    if token.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            "no cluster.token_file: anyone who can reach {addr} can join this run and read its parameters"
+        );
+    }
     write_atomic(&cfg.output.dir.join(ADDR_FILE), addr.to_string().as_bytes())?;
 
     let service = CoordinatorServer::new(CoordinatorService::new(Arc::clone(&hub)))
