@@ -47,7 +47,7 @@ pub async fn connect(addr: &str, token: Option<&str>) -> Result<Client> {
     let channel = endpoint
         .connect()
         .await
-        .map_err(|e| Error::Connect(format!("{url}: {e}")))?;
+        .map_err(|e| Error::Connect(format!("{url}: {}", ecg_shared::cli::with_causes(&e))))?;
     let auth = match token {
         Some(t) => Some(
             format!("Bearer {t}")

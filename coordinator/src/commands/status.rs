@@ -72,7 +72,12 @@ async fn query(addr: &str, token: Option<String>) -> Result<v1::StatusResponse> 
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
-        .map_err(|e| Error::Server(format!("cannot reach {url}: {e}")))?;
+        .map_err(|e| {
+            Error::Server(format!(
+                "cannot reach {url}: {}",
+                ecg_shared::cli::with_causes(&e)
+            ))
+        })?;
     let mut client = CoordinatorClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let mut req = tonic::Request::new(v1::StatusRequest {});
     if let Some(t) = token {
