@@ -18,11 +18,35 @@ use crate::plan::EpochPlan;
 use crate::snapshot::Snapshot;
 use crate::trainer::{TestFigures, Trainer};
 
+/// Why training stopped.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Ending {
+    /// All `training.epochs` epochs ran.
+    Epochs(u64),
+    /// The learning rate fell below `training.min_lr` (the seed's stop rule).
+    MinLr(f64),
+    /// `training.max_steps` steps were done: the run is paused, not over.
+    MaxSteps(u64),
+}
+
+impl std::fmt::Display for Ending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ending::Epochs(n) => write!(f, "{n} epochs done"),
+            Ending::MinLr(lr) => write!(f, "the learning rate {lr:e} fell below min_lr"),
+            Ending::MaxSteps(n) => write!(
+                f,
+                "stopped after max_steps = {n} steps (run again with a larger max_steps to go on)"
+            ),
+        }
+    }
+}
+
 /// How the run ended.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
     /// Why it stopped.
-    pub reason: String,
+    pub reason: Ending,
     /// Test figures, when the test split was predicted.
     pub test: Option<TestFigures>,
     /// Steps committed in all.
@@ -55,7 +79,7 @@ pub fn drive(
         (core.members.len() >= c.min_workers).then_some(())
     });
     let max_steps = trainer.cfg.training.max_steps;
-    let mut reason = String::new();
+    let mut ending = None;
     let mut reduce_times = Vec::new();
     let mut step_times = Vec::new();
     'epochs: while trainer.run_epoch() {
@@ -75,7 +99,7 @@ pub fn drive(
         hub.facts.metrics.epoch_state(epoch, lr);
         while (trainer.step_in_epoch as usize) < plan.len() {
             if max_steps > 0 && trainer.global_step >= max_steps {
-                reason = format!("stopped after max_steps = {max_steps} steps");
+                ending = Some(Ending::MaxSteps(max_steps));
                 break 'epochs;
             }
             let units = trainer.work_units(&plan.units(trainer.step_in_epoch as usize));
@@ -162,40 +186,37 @@ pub fn drive(
                 epoch: v.row.epoch,
                 lr,
             });
-            reason = format!("the learning rate {lr:e} fell below min_lr");
+            ending = Some(Ending::MinLr(lr));
             break;
         }
         on_event(TrainEvent::EpochEnd(v.row));
     }
-    let paused = reason.starts_with("stopped after max_steps");
+    let reason = ending.unwrap_or(Ending::Epochs(trainer.epoch));
+    let paused = matches!(reason, Ending::MaxSteps(_));
     if paused {
         trainer.save_state()?;
-    } else if reason.is_empty() {
-        reason = format!("{} epochs done", trainer.epoch);
     }
     let mut test = None;
     if !paused && !trainer.data.test.is_empty() {
-        let have_best = {
+        {
+            // Without a validated best (no epoch finished), the test uses the last state.
             let mut core = hub.lock();
             if core.best.is_none() {
                 core.best = Some(Arc::new(core.snapshot.relabel(BEST_VERSION)));
             }
-            core.best.is_some()
-        };
-        if have_best {
-            let tasks = trainer.tasks(&trainer.data.test);
-            let pred = predict(
-                hub,
-                tick,
-                PredictPhase::Test,
-                BEST_VERSION,
-                tasks,
-                Phase::Testing,
-            );
-            test = Some(trainer.finish_test(&pred)?);
         }
+        let tasks = trainer.tasks(&trainer.data.test);
+        let pred = predict(
+            hub,
+            tick,
+            PredictPhase::Test,
+            BEST_VERSION,
+            tasks,
+            Phase::Testing,
+        );
+        test = Some(trainer.finish_test(&pred)?);
     }
-    finish(hub, tick, &reason);
+    finish(hub, tick, &reason.to_string());
     Ok(RunOutcome {
         reason,
         test,
