@@ -1,7 +1,8 @@
 //! The ecg-cluster worker.
 //!
 //! Layout:
-//! - [`run`]: `worker --coordinator host:port`: joins a run and works until it is over.
+//! - [`run`]: `worker --coordinator host:port`: joins a run and works until it is over (its
+//!   exchanges of one assignment in `run/exchange.rs`).
 //! - [`client`]: the connection to the coordinator and what its failures mean.
 //! - [`trainer`]: the network's computation of a step's units and of predictions.
 //! - [`check_data`]: `worker check-data`, builds this node's dataset index and prints its

@@ -1,0 +1,165 @@
+//! The worker's exchanges with the coordinator within one assignment: downloading a state
+//! version, computing and uploading a training contribution (header, then the summed gradient
+//! in chunks), and computing and reporting predictions.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ecg_proto::v1;
+use ecg_shared::wire::{F32Assembler, f32_chunks};
+use tonic::Status;
+
+use super::{Worker, append};
+use crate::Error;
+use crate::client::Client;
+use crate::trainer::Compute;
+
+impl Worker {
+    pub(super) async fn download(
+        &mut self,
+        client: &mut Client,
+        run_id: &str,
+        id: u64,
+        version: u64,
+        compute: &Arc<std::sync::Mutex<Compute>>,
+    ) -> Result<Duration, Option<Status>> {
+        let started = Instant::now();
+        let mut stream = client
+            .get_state(v1::StateRequest {
+                run_id: run_id.to_string(),
+                worker_id: id,
+                version,
+            })
+            .await
+            .map_err(Some)?
+            .into_inner();
+        let n = compute.lock().map_err(|_| None)?.n_params();
+        let mut asm = F32Assembler::new(n, Vec::new(), "state download");
+        let (mut running, mut tracked) = (Vec::new(), Vec::new());
+        while let Some(c) = stream.message().await.map_err(Some)? {
+            if c.version != version || c.n_params != n as u64 {
+                return Err(None);
+            }
+            if !c.bn_running.is_empty() {
+                running = c.bn_running;
+                tracked = c.bn_batches_tracked;
+            }
+            asm.push(c.offset, &c.data).map_err(|_| None)?;
+        }
+        let params = asm.finish().map_err(|_| None)?;
+        let received = started.elapsed();
+        if let Some(dir) = &self.args.dump_states {
+            let bytes: Vec<u8> = params.iter().flat_map(|v| v.to_le_bytes()).collect();
+            std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(dir.join(format!("v{version}.f32")), bytes))
+                .map_err(|e| Some(Status::internal(format!("--dump-states: {e}"))))?;
+        }
+        let compute = Arc::clone(compute);
+        tokio::task::spawn_blocking(move || {
+            compute
+                .lock()
+                .map_err(|_| ())
+                .and_then(|mut c| c.apply_state(&params, &running, &tracked).map_err(|_| ()))
+        })
+        .await
+        .map_err(|_| None)?
+        .map_err(|()| None)?;
+        self.version = version;
+        Ok(received)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn train(
+        &mut self,
+        client: &mut Client,
+        run_id: &str,
+        id: u64,
+        t: v1::TrainWork,
+        compute: &Arc<std::sync::Mutex<Compute>>,
+        wait_ms: f64,
+        download_ms: f64,
+    ) -> Result<(), Status> {
+        let started = Instant::now();
+        let c = Arc::clone(compute);
+        let units = t.units.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            c.lock()
+                .map_err(|_| Error::Protocol("the computation panicked".into()))
+                .and_then(|c| c.train(&units))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("computation: {e}")))?
+        .map_err(|e| Status::internal(e.to_string()))?;
+        let compute_ms = started.elapsed().as_secs_f64() * 1e3;
+        let upload = Instant::now();
+        let header = v1::GradientHeader {
+            run_id: run_id.to_string(),
+            worker_id: id,
+            step: t.step,
+            n_values: result.grad.len() as u64,
+            units: result.units,
+        };
+        let mut msgs = vec![v1::GradientUpload {
+            header: Some(header),
+            offset: 0,
+            data: Default::default(),
+        }];
+        for (offset, data) in f32_chunks(result.grad, ecg_proto::CHUNK_BYTES) {
+            msgs.push(v1::GradientUpload {
+                header: None,
+                offset,
+                data,
+            });
+        }
+        client.push_gradients(tokio_stream::iter(msgs)).await?;
+        let upload_ms = upload.elapsed().as_secs_f64() * 1e3;
+        let exams: usize = t.units.iter().map(|u| u.exam_ids.len()).sum();
+        if let Some(p) = &self.args.exam_log {
+            let mut text = String::new();
+            for u in &t.units {
+                for e in &u.exam_ids {
+                    text.push_str(&format!("{},{},{e}\n", t.epoch, t.step));
+                }
+            }
+            append(p, &text).map_err(|e| Status::internal(e.to_string()))?;
+        }
+        if let Some(p) = &self.args.step_log {
+            let line = format!(
+                "{},{},{exams},{compute_ms:.3},{upload_ms:.3},{wait_ms:.3},{download_ms:.3}\n",
+                t.step,
+                t.units.len()
+            );
+            append(p, &line).map_err(|e| Status::internal(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn predict(
+        &mut self,
+        client: &mut Client,
+        run_id: &str,
+        id: u64,
+        p: v1::PredictWork,
+        compute: &Arc<std::sync::Mutex<Compute>>,
+    ) -> Result<(), Status> {
+        let c = Arc::clone(compute);
+        let ids = p.exam_ids.clone();
+        let pred = tokio::task::spawn_blocking(move || {
+            c.lock()
+                .map_err(|_| Error::Protocol("the computation panicked".into()))
+                .and_then(|c| c.predict(&ids))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("computation: {e}")))?
+        .map_err(|e| Status::internal(e.to_string()))?;
+        client
+            .report_predictions(v1::Predictions {
+                run_id: run_id.to_string(),
+                worker_id: id,
+                task: p.task,
+                exam_ids: p.exam_ids,
+                predicted_age: pred,
+            })
+            .await?;
+        Ok(())
+    }
+}
