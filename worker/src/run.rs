@@ -135,6 +135,7 @@ pub fn run(args: &Args) -> Result<()> {
         stop,
         compute: None,
         version: NO_VERSION,
+        joined: false,
     };
     runtime.block_on(w.run())
 }
@@ -151,6 +152,8 @@ struct Worker {
         v1::DatasetFingerprint,
     )>,
     version: u64,
+    /// Whether the current session registered (so a later failure is a new outage).
+    joined: bool,
 }
 
 /// Why a session ended.
@@ -170,9 +173,15 @@ impl Worker {
         let mut backoff = Duration::from_millis(100);
         let mut unreachable_since: Option<Instant> = None;
         loop {
+            self.joined = false;
             match self.session().await {
                 Ok(SessionEnd::Done) => return Ok(()),
                 Ok(SessionEnd::Reconnect(why)) => {
+                    if self.joined {
+                        // The coordinator was there a moment ago: a new outage starts now.
+                        unreachable_since = None;
+                        backoff = Duration::from_millis(100);
+                    }
                     let since = *unreachable_since.get_or_insert_with(Instant::now);
                     if since.elapsed() > Duration::from_secs(self.args.give_up_after) {
                         return Err(Error::Connect(format!(
@@ -188,9 +197,6 @@ impl Worker {
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
                 Err(e) => return Err(e),
-            }
-            if unreachable_since.is_none() {
-                backoff = Duration::from_millis(100);
             }
         }
     }
@@ -228,6 +234,7 @@ impl Worker {
         };
         let (run_id, id) = (reg.run_id, reg.worker_id);
         println!("worker {id}: joined run {run_id} at {}", self.addr);
+        self.joined = true;
         let beat = {
             let mut c = client.clone();
             let run_id = run_id.clone();
