@@ -37,16 +37,7 @@ pub fn read_token(path: &std::path::Path) -> Result<Option<String>> {
     if path.as_os_str().is_empty() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).map_err(|e| ecg_shared::Error::io(path, e))?;
-    let token = text.trim().to_string();
-    if token.is_empty() {
-        return Err(ecg_shared::Error::Config(format!(
-            "cluster.token_file {}: the file is empty",
-            path.display()
-        ))
-        .into());
-    }
-    Ok(Some(token))
+    Ok(Some(ecg_shared::cli::read_token_file(path)?))
 }
 
 /// Runs the distributed training described by `trainer.cfg` to its end.

@@ -76,6 +76,20 @@ pub fn with_causes(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// The cluster token in the file `path` (surrounding white space removed); an unreadable or
+/// empty file is an error naming it.
+pub fn read_token_file(path: &std::path::Path) -> crate::Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, e))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(crate::Error::Config(format!(
+            "token file {}: the file is empty",
+            path.display()
+        )));
+    }
+    Ok(token.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_causes;
@@ -101,5 +115,20 @@ mod tests {
         assert_eq!(with_causes(&e), "transport error: connection refused");
         let plain = std::io::Error::other("alone");
         assert_eq!(with_causes(&plain), "alone");
+    }
+
+    #[test]
+    fn token_files_are_trimmed_and_an_empty_one_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("token");
+        std::fs::write(&good, "  s3cret\n").unwrap();
+        assert_eq!(super::read_token_file(&good).unwrap(), "s3cret");
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, " \n").unwrap();
+        let err = super::read_token_file(&empty).unwrap_err().to_string();
+        assert!(err.contains("the file is empty"), "{err}");
+        assert!(err.contains(&empty.display().to_string()), "{err}");
+        let missing = super::read_token_file(&dir.path().join("absent")).unwrap_err();
+        assert!(missing.to_string().contains("absent"), "{missing}");
     }
 }

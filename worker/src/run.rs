@@ -93,17 +93,7 @@ pub fn run(args: &Args) -> Result<()> {
             })?;
     }
     let token = match &args.token_file {
-        Some(p) => {
-            let t = std::fs::read_to_string(p).map_err(|e| ecg_shared::Error::io(p, e))?;
-            let t = t.trim().to_string();
-            if t.is_empty() {
-                return Err(Error::Arg {
-                    arg: "--token-file",
-                    msg: format!("{} is empty", p.display()),
-                });
-            }
-            Some(t)
-        }
+        Some(p) => Some(ecg_shared::cli::read_token_file(p)?),
         None => None,
     };
     let stop = Arc::new(AtomicBool::new(false));

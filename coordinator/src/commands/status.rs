@@ -7,7 +7,6 @@ use std::time::Duration;
 use ecg_proto::v1::{self, coordinator_client::CoordinatorClient};
 use ecg_proto::{AUTH_METADATA, MAX_MESSAGE_BYTES};
 
-use crate::server::read_token;
 use crate::{Error, Result};
 
 /// Arguments of `coordinator status`.
@@ -24,7 +23,7 @@ pub struct Args {
 /// Queries and prints the status.
 pub fn run(args: &Args) -> Result<()> {
     let token = match &args.token_file {
-        Some(p) => read_token(p)?,
+        Some(p) => Some(ecg_shared::cli::read_token_file(p)?),
         None => None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
