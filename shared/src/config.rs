@@ -4,7 +4,8 @@
 //! `ECG__SECTION__KEY=value` (lists comma-separated). Unknown keys in the file and misspelled
 //! `ECG_…` variables are refused with an error naming them and listing the valid keys: a typo
 //! never silently falls back to a default. Relative paths are resolved against the directory of
-//! the TOML file. `deploy/cluster.toml` documents every field.
+//! the TOML file. `deploy/cluster.toml` documents every field. The `[training]` and `[cluster]`
+//! sections have their own files (`config/training.rs`, `config/cluster.rs`).
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,11 @@ use crate::data::index::{DatasetIndex, IndexOptions, IndexReport};
 use crate::model::ModelConfig;
 use crate::split::{Fractions, PinSpec, Split, SplitStrategy};
 use crate::{Error, Result};
+
+mod cluster;
+mod training;
+pub use cluster::ClusterSection;
+pub use training::{EpochOrder, TrainingConfig};
 
 /// Prefix of the environment overrides.
 pub const ENV_PREFIX: &str = "ECG";
@@ -35,121 +41,6 @@ pub struct ClusterConfig {
     pub training: TrainingConfig,
     /// `[cluster]`: how the coordinator serves its workers.
     pub cluster: ClusterSection,
-}
-
-/// `[cluster]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClusterSection {
-    /// Address the coordinator's gRPC service listens on (`host:port`; port 0: any free port).
-    pub listen: String,
-    /// Address of the Prometheus `/metrics` endpoint; empty: none.
-    pub metrics_listen: String,
-    /// File holding the cluster token every call must carry; empty: no token (local runs only).
-    pub token_file: PathBuf,
-    /// Training starts when this many workers have registered.
-    pub min_workers: usize,
-    /// Exams per unit of work: one forward and backward pass on a worker. A step's
-    /// `training.batch_size` exams are cut into units of this size and shared among the
-    /// workers; 0: the batch size divided by `min_workers`, rounded up.
-    pub micro_batch: usize,
-    /// Exams per prediction task (validation and test).
-    pub predict_batch: usize,
-    /// How often workers send a heartbeat, in milliseconds.
-    pub heartbeat_ms: u64,
-    /// A worker silent for this long is dropped and its units go back to the queue.
-    pub worker_timeout_ms: u64,
-    /// The full training state is checkpointed every this many steps (and after every
-    /// epoch); 0: after every epoch only.
-    pub checkpoint_every_steps: u64,
-}
-
-impl Default for ClusterSection {
-    fn default() -> Self {
-        ClusterSection {
-            listen: "0.0.0.0:50051".into(),
-            metrics_listen: "0.0.0.0:9090".into(),
-            token_file: PathBuf::new(),
-            min_workers: 1,
-            micro_batch: 0,
-            predict_batch: 128,
-            heartbeat_ms: 1000,
-            worker_timeout_ms: 10_000,
-            checkpoint_every_steps: 500,
-        }
-    }
-}
-
-impl ClusterSection {
-    /// Exams per unit for a step of `batch_size` exams.
-    pub fn unit_size(&self, batch_size: usize) -> usize {
-        if self.micro_batch > 0 {
-            self.micro_batch.min(batch_size)
-        } else {
-            batch_size.div_ceil(self.min_workers.max(1))
-        }
-    }
-}
-
-/// Order in which training exams are visited in an epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EpochOrder {
-    /// A new permutation of the training exams every epoch, from (`seed`, epoch).
-    Shuffle,
-    /// The seed's order, for comparisons: windows of `batch_size` consecutive HDF5 rows (files
-    /// in order), keeping the training exams of each window; the same every epoch.
-    Seed,
-}
-
-/// `[training]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TrainingConfig {
-    /// Maximum number of epochs (the seed: 70).
-    pub epochs: u64,
-    /// Exams per optimiser step.
-    pub batch_size: usize,
-    /// Adam's initial learning rate.
-    pub lr: f64,
-    /// ReduceLROnPlateau patience, in epochs.
-    pub patience: u32,
-    /// ReduceLROnPlateau factor.
-    pub lr_factor: f64,
-    /// Training stops after an epoch run with a rate below this; the scheduler's floor is
-    /// `lr_factor * min_lr`.
-    pub min_lr: f64,
-    /// Seed of the initial weights, the epoch permutations and the dropout masks.
-    pub seed: u64,
-    /// `shuffle` or `seed` (see [`EpochOrder`]).
-    pub order: EpochOrder,
-    /// Checkpoint to start from (fine-tuning): a folder with the authors' `model.pth` and
-    /// `config.json`, a `.pth` file, or one of our `.safetensors` files. Empty: fresh weights.
-    /// Its architecture replaces `[model]`.
-    pub init_from: PathBuf,
-    /// Threads reading the next batches ahead of the model.
-    pub prefetch_threads: usize,
-    /// Stop after this many optimizer steps in all (the state is checkpointed; a restart with a
-    /// larger value goes on); 0: no limit. For smoke tests and benchmarks.
-    pub max_steps: u64,
-}
-
-impl Default for TrainingConfig {
-    fn default() -> Self {
-        TrainingConfig {
-            epochs: 70,
-            batch_size: 32,
-            lr: 1e-3,
-            patience: 7,
-            lr_factor: 0.1,
-            min_lr: 1e-7,
-            seed: 2,
-            order: EpochOrder::Shuffle,
-            init_from: PathBuf::new(),
-            prefetch_threads: 1,
-            max_steps: 0,
-        }
-    }
 }
 
 /// `[data]`.
@@ -388,25 +279,7 @@ impl ClusterConfig {
         if !(t.min_lr.is_finite() && t.min_lr >= 0.0) {
             return bad("training.min_lr", format!("{} is not a rate", t.min_lr));
         }
-        let c = &self.cluster;
-        if c.listen.trim().is_empty() {
-            return bad("cluster.listen", "must be host:port".into());
-        }
-        if c.min_workers == 0 {
-            return bad("cluster.min_workers", "must be at least 1".into());
-        }
-        if c.predict_batch == 0 {
-            return bad("cluster.predict_batch", "must be at least 1".into());
-        }
-        if c.heartbeat_ms == 0 || c.worker_timeout_ms <= c.heartbeat_ms {
-            return bad(
-                "cluster.worker_timeout_ms",
-                format!(
-                    "{} must exceed heartbeat_ms = {} (which must be positive)",
-                    c.worker_timeout_ms, c.heartbeat_ms
-                ),
-            );
-        }
+        self.cluster.validate()?;
         Ok(())
     }
 
