@@ -1,9 +1,12 @@
 //! A run on this machine with the real binaries: a coordinator process listening on a port
-//! the OS picks (it writes the address to `<out>/coordinator.addr`), worker processes started
-//! against it, and bounded waits for both. Nothing sleeps to wait for a server: every wait
-//! polls a condition and fails the test past its bound.
+//! the OS picks (it prints the address it listens on, and writes it to
+//! `<out>/coordinator.addr`), worker processes started against it, and bounded waits for
+//! both. Nothing sleeps: every wait blocks on an event (a line of output, the process's exit)
+//! and fails the test past its bound.
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::cmd;
@@ -11,57 +14,138 @@ use crate::cmd;
 /// Longest wait for anything in these tests.
 pub const BOUND: Duration = Duration::from_secs(240);
 
-/// Polls `f` every few milliseconds until it returns a value, or panics after `bound`.
-pub fn poll<T>(what: &str, bound: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(t) = f() {
-            return t;
-        }
-        assert!(
-            start.elapsed() < bound,
-            "gave up waiting for {what} after {bound:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// What a process has printed so far and how it ended, shared with the threads that watch it.
+#[derive(Default)]
+struct Seen {
+    output: String,
+    status: Option<ExitStatus>,
 }
 
-/// A process whose output goes to a log file, killed when dropped.
+/// A process whose output goes to a log file (and is kept for the test), killed when dropped.
 pub struct Proc {
-    /// The process.
-    pub child: Child,
-    /// Its stdout and stderr.
-    pub log: PathBuf,
+    pid: u32,
+    seen: Arc<(Mutex<Seen>, Condvar)>,
     name: String,
+}
+
+fn copy_lines(from: impl Read, log: Arc<Mutex<std::fs::File>>, seen: Arc<(Mutex<Seen>, Condvar)>) {
+    for line in BufReader::new(from).lines() {
+        let Ok(line) = line else { break };
+        if let Ok(mut f) = log.lock() {
+            let _ = writeln!(f, "{line}");
+        }
+        let (m, cv) = &*seen;
+        let mut s = m.lock().unwrap_or_else(|p| p.into_inner());
+        s.output.push_str(&line);
+        s.output.push('\n');
+        cv.notify_all();
+    }
 }
 
 impl Proc {
     /// Starts `command` with its output in `log`.
     pub fn spawn(name: &str, mut command: Command, log: PathBuf) -> Proc {
-        let f = std::fs::File::create(&log).expect("log file");
-        let child = command
-            .stdout(Stdio::from(f.try_clone().expect("log handle")))
-            .stderr(Stdio::from(f))
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let seen = Arc::new((Mutex::new(Seen::default()), Condvar::new()));
+        let file = Arc::new(Mutex::new(std::fs::File::create(&log).expect("log file")));
+        let readers = [
+            child
+                .stdout
+                .take()
+                .map(|o| Box::new(o) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|e| Box::new(e) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let (file, seen) = (Arc::clone(&file), Arc::clone(&seen));
+            std::thread::spawn(move || copy_lines(r, file, seen))
+        })
+        .collect::<Vec<_>>();
+        let pid = child.id();
+        let watch = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let status = child.wait().expect("wait");
+            // All output first, so that an exited process's output is complete.
+            for r in readers {
+                let _ = r.join();
+            }
+            let (m, cv) = &*watch;
+            m.lock().unwrap_or_else(|p| p.into_inner()).status = Some(status);
+            cv.notify_all();
+        });
         Proc {
-            child,
-            log,
+            pid,
+            seen,
             name: name.to_string(),
+        }
+    }
+
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.pid
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Seen> {
+        self.seen.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Blocks until `f` holds for what the process printed and whether it ended, or panics
+    /// after `BOUND`.
+    fn wait_until<T>(&self, what: &str, mut f: impl FnMut(&Seen) -> Option<T>) -> T {
+        let deadline = Instant::now() + BOUND;
+        let mut s = self.lock();
+        loop {
+            if let Some(t) = f(&s) {
+                return t;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "gave up waiting for {what} of {} after {BOUND:?}:\n{}",
+                self.name,
+                s.output
+            );
+            s = self
+                .seen
+                .1
+                .wait_timeout(s, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
         }
     }
 
     /// Its output so far.
     pub fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.lock().output.clone()
     }
 
-    /// Waits (bounded) for it to exit.
-    pub fn wait(&mut self) -> ExitStatus {
-        let name = self.name.clone();
-        poll(&format!("{name} to exit"), BOUND, || {
-            self.child.try_wait().expect("try_wait")
+    /// Waits for a line of output containing `needle` (panics if the process ends first).
+    pub fn wait_for_line(&self, needle: &str) -> String {
+        self.wait_until(&format!("a line with `{needle}`"), |s| {
+            if let Some(l) = s.output.lines().find(|l| l.contains(needle)) {
+                return Some(l.to_string());
+            }
+            if let Some(status) = s.status {
+                panic!(
+                    "{} ended ({status}) before printing `{needle}`:\n{}",
+                    self.name, s.output
+                );
+            }
+            None
         })
+    }
+
+    /// Waits for it to exit.
+    pub fn wait(&mut self) -> ExitStatus {
+        self.wait_until("the exit", |s| s.status)
     }
 
     /// Waits for it to exit and checks that it succeeded; returns its output.
@@ -75,28 +159,26 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        if self.lock().status.is_none() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.pid.to_string()])
+                .status();
         }
     }
 }
 
-/// Starts `coordinator --config cfg` and waits for the address it listens on.
-pub fn start_coordinator(cfg: &Path, out_dir: &Path, log: PathBuf) -> (Proc, String) {
-    let addr_file = out_dir.join("coordinator.addr");
-    let _ = std::fs::remove_file(&addr_file);
+/// Starts `coordinator --config cfg` and waits until it says where it listens.
+pub fn start_coordinator(cfg: &Path, log: PathBuf) -> (Proc, String) {
     let mut c = cmd("coordinator");
     c.arg("--config").arg(cfg);
-    let mut p = Proc::spawn("coordinator", c, log);
-    let addr = poll("the coordinator's address", BOUND, || {
-        if let Ok(Some(status)) = p.child.try_wait() {
-            panic!("the coordinator exited ({status}):\n{}", p.output());
-        }
-        std::fs::read_to_string(&addr_file)
-            .ok()
-            .filter(|s| !s.is_empty())
-    });
+    let p = Proc::spawn("coordinator", c, log);
+    let line = p.wait_for_line(" listening on ");
+    let addr = line
+        .split(" listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split([',', ' ']).next())
+        .unwrap_or_else(|| panic!("no address in `{line}`"))
+        .to_string();
     (p, addr)
 }
 

@@ -2,7 +2,7 @@
 //! worker processes on this machine. Two workers with micro-batch B take, step for step, the
 //! same steps as one worker with batch 2B, and every worker holds the same parameters after
 //! every step; every training exam is used exactly once per epoch whatever the number of
-//! workers, also when one joins mid-epoch; a run paused after a checkpoint and restarted ends
+//! workers, also when one joins a run under way; a run paused after a checkpoint and restarted ends
 //! where an uninterrupted run ends; training lowers the validation loss; and workers with the
 //! wrong token, protocol version or dataset are refused with the reason while the run goes on.
 use std::collections::{BTreeMap, HashMap};
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use ecg_proto::v1;
 use ecg_shared::model::state::TensorData;
 use ecg_shared::train::resume::load_train_state;
-use ecg_tests::cluster::{BOUND, Proc, poll, start_coordinator, start_worker};
+use ecg_tests::cluster::{Proc, start_coordinator, start_worker};
 use ecg_tests::{cmd, run_ok};
 
 /// The smallest network of the seed's shape, for tests about the exchange, not the learning.
@@ -59,7 +59,7 @@ fn cluster(min_workers: usize, micro_batch: usize, more: &str) -> String {
 /// Runs a coordinator and `workers` workers to the end; returns the coordinator's output.
 fn run_cluster(cfg: &Path, out: &Path, workers: &[Vec<String>]) -> String {
     std::fs::create_dir_all(out).unwrap();
-    let (mut coord, addr) = start_coordinator(cfg, out, out.with_extension("coordinator.log"));
+    let (mut coord, addr) = start_coordinator(cfg, out.with_extension("coordinator.log"));
     let mut ws: Vec<Proc> = workers
         .iter()
         .enumerate()
@@ -235,7 +235,7 @@ fn every_training_exam_is_used_once_per_epoch_with_one_two_three_and_a_late_work
         }
     }
 
-    // A second worker joins while the first is training.
+    // A second worker joins a run under way.
     let (cfg, out) = config(
         tmp.path(),
         "late",
@@ -247,15 +247,13 @@ fn every_training_exam_is_used_once_per_epoch_with_one_two_three_and_a_late_work
         ),
     );
     std::fs::create_dir_all(&out).unwrap();
-    let (mut coord, addr) = start_coordinator(&cfg, &out, out.join("coordinator.log"));
+    let (mut coord, addr) = start_coordinator(&cfg, out.join("coordinator.log"));
     let logs = [out.join("exams0.csv"), out.join("exams1.csv")];
     let log_arg = |i: usize| ["--exam-log".to_string(), logs[i].display().to_string()];
     let a = log_arg(0);
     let mut first = start_worker(&addr, out.join("worker0.log"), &[&a[0], &a[1]]);
-    poll("the first worker's third step", BOUND, || {
-        let n = std::fs::read_to_string(&logs[0]).map_or(0, |t| t.lines().count());
-        (n >= 3).then_some(())
-    });
+    // The second worker starts once the first has trained and validated epoch 0 alone.
+    coord.wait_for_line("epoch   0  train loss");
     let b = log_arg(1);
     let mut second = start_worker(&addr, out.join("worker1.log"), &[&b[0], &b[1]]);
     coord.wait_ok();
@@ -267,6 +265,11 @@ fn every_training_exam_is_used_once_per_epoch_with_one_two_three_and_a_late_work
     }
     let late = trained(&logs[1..]);
     assert!(!late.is_empty(), "the late worker took part");
+    assert!(
+        late.keys().all(|&e| e >= 1),
+        "the late worker started after epoch 0: {:?}",
+        late.keys()
+    );
     let early_first_epoch = trained(&logs[..1]).into_keys().next();
     assert_eq!(early_first_epoch, Some(0));
 }
@@ -286,23 +289,20 @@ fn a_worker_stopped_with_sigterm_finishes_its_step_leaves_and_the_run_goes_on() 
         ),
     );
     std::fs::create_dir_all(&out).unwrap();
-    let (mut coord, addr) = start_coordinator(&cfg, &out, out.join("coordinator.log"));
+    let (mut coord, addr) = start_coordinator(&cfg, out.join("coordinator.log"));
     let logs = [out.join("exams0.csv"), out.join("exams1.csv")];
     let arg = |i: usize| ["--exam-log".to_string(), logs[i].display().to_string()];
     let (a, b) = (arg(0), arg(1));
     let mut stays = start_worker(&addr, out.join("worker0.log"), &[&a[0], &a[1]]);
     let mut leaves = start_worker(&addr, out.join("worker1.log"), &[&b[0], &b[1]]);
-    poll("the second worker's second step", BOUND, || {
-        let n = std::fs::read_to_string(&logs[1]).map_or(0, |t| t.lines().count());
-        (n >= 2).then_some(())
-    });
+    coord.wait_for_line("epoch   0  train loss");
     let status = run_ok(cmd("coordinator").args(["status", "--coordinator", &addr]));
     assert!(status.contains("2 worker(s)"), "{status}");
     assert!(
         status.contains("worker   1") && status.contains("worker   2"),
         "{status}"
     );
-    let pid = leaves.child.id().to_string();
+    let pid = leaves.id().to_string();
     run_ok(std::process::Command::new("kill").args(["-TERM", &pid]));
     let status = leaves.wait();
     assert!(
@@ -455,7 +455,7 @@ fn workers_with_the_wrong_token_protocol_or_dataset_are_refused_and_the_run_goes
         ),
     );
     std::fs::create_dir_all(&out).unwrap();
-    let (mut coord, addr) = start_coordinator(&cfg, &out, out.join("coordinator.log"));
+    let (mut coord, addr) = start_coordinator(&cfg, out.join("coordinator.log"));
     let token = tmp.path().join("token").display().to_string();
     let wrong = tmp.path().join("wrong").display().to_string();
 
