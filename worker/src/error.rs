@@ -27,3 +27,9 @@ pub enum Error {
     #[error("protocol: {0}")]
     Protocol(String),
 }
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Shared(e.into())
+    }
+}

@@ -1,6 +1,6 @@
 //! `worker`: parses the command line, sets up logging and runs the chosen command.
 use clap::{Parser, Subcommand};
-use ecg_worker::{check_data, evaluate, run};
+use ecg_worker::{bench, check_data, evaluate, gpu_check, run};
 
 /// The ecg-cluster worker: one process per GPU.
 ///
@@ -24,6 +24,11 @@ enum Cmd {
     /// `ids,predicted_age` (the seed's evaluate.py); with --csv, also print MAE, RMSE, mean error
     /// and Pearson r against the true ages.
     Evaluate(evaluate::Args),
+    /// Check every op of the network on a CUDA device against the CPU (exit status 1 on any
+    /// error beyond its tolerance).
+    GpuCheck(gpu_check::Args),
+    /// Time the worker's training step on random exams (JSON lines, one per batch size).
+    Bench(bench::Args),
 }
 
 #[allow(unsafe_code)]
@@ -36,6 +41,8 @@ fn main() -> std::process::ExitCode {
     let result = match &cli.cmd {
         Some(Cmd::CheckData(args)) => check_data::run(args),
         Some(Cmd::Evaluate(args)) => evaluate::run(args),
+        Some(Cmd::GpuCheck(args)) => gpu_check::run(args),
+        Some(Cmd::Bench(args)) => bench::run(args),
         None => run::run(&cli.run),
     };
     ecg_shared::cli::exit_code(result)

@@ -21,6 +21,7 @@ use tonic::Status;
 use crate::client::{Client, Failure, classify, connect};
 use crate::trainer::Compute;
 use crate::{Error, Result};
+use ecg_shared::model::device;
 
 mod exchange;
 
@@ -67,6 +68,20 @@ pub struct Args {
     pub step_log: Option<PathBuf>,
 }
 
+/// The CPU, or CUDA device `gpu` (an error naming what is missing when it cannot be had).
+pub fn select_device(gpu: Option<usize>) -> Result<ecg_shared::model::Device> {
+    match gpu {
+        None => Ok(ecg_shared::model::Device::Cpu),
+        Some(n) => device::cuda_device(n).map_err(|e| Error::Arg {
+            arg: "--gpu",
+            msg: match e {
+                ecg_shared::Error::Training(m) => m,
+                other => other.to_string(),
+            },
+        }),
+    }
+}
+
 /// Runs the worker until the run is over (or SIGTERM).
 pub fn run(args: &Args) -> Result<()> {
     let Some(addr) = args.coordinator.clone() else {
@@ -75,14 +90,8 @@ pub fn run(args: &Args) -> Result<()> {
             msg: "missing: give the coordinator's host:port (or a subcommand, see --help)".into(),
         });
     };
-    if let Some(n) = args.gpu {
-        return Err(Error::Arg {
-            arg: "--gpu",
-            msg: format!(
-                "CUDA device {n} asked for, but this worker was built without the `cuda` feature: run with --cpu, or build with --features cuda"
-            ),
-        });
-    }
+    // Fail before connecting when the device cannot be had.
+    let device = select_device(args.gpu)?;
     if let Some(t) = args.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(t.max(1))
@@ -119,6 +128,7 @@ pub fn run(args: &Args) -> Result<()> {
         });
     }
     let mut w = Worker {
+        device,
         args: args.clone(),
         addr,
         token,
@@ -131,6 +141,8 @@ pub fn run(args: &Args) -> Result<()> {
 }
 
 struct Worker {
+    /// Where the network computes.
+    device: ecg_shared::model::Device,
     args: Args,
     addr: String,
     token: Option<String>,
@@ -212,8 +224,16 @@ impl Worker {
         let reg = match client
             .register(v1::RegisterRequest {
                 protocol_version: PROTOCOL_VERSION,
-                build: format!("worker {} (cpu)", env!("CARGO_PKG_VERSION")),
-                device: "cpu".into(),
+                build: format!(
+                    "worker {} ({})",
+                    env!("CARGO_PKG_VERSION"),
+                    if device::CUDA_BUILD { "cuda" } else { "cpu" }
+                ),
+                device: if self.args.simulate_ms.is_some() {
+                    "simulated".into()
+                } else {
+                    device::describe(&self.device)
+                },
                 fingerprint: Some(fingerprint),
                 host: hostname(),
             })
@@ -276,6 +296,7 @@ impl Worker {
         }
         self.version = NO_VERSION;
         let args = self.args.clone();
+        let device = self.device.clone();
         let config_toml = info.config_toml.clone();
         let run_fp = info.fingerprint.clone().unwrap_or_default();
         let (compute, fp) = tokio::task::spawn_blocking(move || -> Result<_> {
@@ -295,7 +316,13 @@ impl Worker {
             let (_, index, report) = cfg.build_index()?;
             tracing::info!("{report}");
             let fp = index.fingerprint();
-            let c = Compute::new(&model, &index, cfg.training.prefetch_threads)?;
+            let c = Compute::new(
+                &model,
+                &index,
+                cfg.training.prefetch_threads,
+                &device,
+                cfg.training.precision,
+            )?;
             Ok((
                 c,
                 v1::DatasetFingerprint {

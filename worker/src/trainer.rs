@@ -46,13 +46,17 @@ pub struct Compute {
 }
 
 impl Compute {
-    /// A worker computing on `index`'s data with the architecture `config`.
+    /// A worker computing on `index`'s data with the architecture `config`, on `device`, its
+    /// convolutions in `precision`.
     pub fn new(
         config: &ModelConfig,
         index: &DatasetIndex,
         prefetch_threads: usize,
+        device: &ecg_shared::model::Device,
+        precision: ecg_shared::model::Precision,
     ) -> Result<Self> {
-        let model = ResNet1d::new(config, 0, &ecg_shared::model::Device::Cpu)?;
+        let mut model = ResNet1d::new(config, 0, device)?;
+        model.set_precision(precision)?;
         let reader = Arc::new(BatchReader::open(index)?);
         Ok(Compute {
             model,

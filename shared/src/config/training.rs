@@ -45,6 +45,10 @@ pub struct TrainingConfig {
     /// Stop after this many optimizer steps in all (the state is checkpointed; a restart with a
     /// larger value goes on); 0: no limit. For smoke tests and benchmarks.
     pub max_steps: u64,
+    /// Arithmetic of the convolutions on CUDA workers: `f32` (strict, the default), `tf32` or
+    /// `bf16` (mixed precision, FP32 master weights); see [`crate::model::Precision`]. CPU
+    /// workers refuse anything but `f32`.
+    pub precision: crate::model::Precision,
 }
 
 impl Default for TrainingConfig {
@@ -61,6 +65,7 @@ impl Default for TrainingConfig {
             init_from: PathBuf::new(),
             prefetch_threads: 1,
             max_steps: 0,
+            precision: crate::model::Precision::F32,
         }
     }
 }

@@ -5,6 +5,7 @@
 use candle_core::{DType, Device, Result, Tensor, Var};
 
 use super::bn_op::batch_norm_train;
+use super::ops::composed;
 
 /// PyTorch's default `eps`.
 pub const BN_EPS: f64 = 1e-5;
@@ -21,6 +22,70 @@ pub struct BnBatchStats {
     pub var_unbiased: Vec<f64>,
     /// Values per channel (batch size times length).
     pub count: usize,
+}
+
+/// One layer's statistics as a training forward leaves them: on the host (the CPU's fused op),
+/// or still on the device (CUDA), to be copied with every other layer's in one transfer by
+/// [`materialize`].
+#[derive(Debug, Clone)]
+pub enum PendingStats {
+    /// Already host values.
+    Host(BnBatchStats),
+    /// Device tensors: per-channel mean and biased variance over `count` values.
+    Device {
+        /// Mean (C).
+        mean: Tensor,
+        /// Biased variance (C).
+        var: Tensor,
+        /// Values per channel.
+        count: usize,
+    },
+}
+
+fn unbias(count: usize) -> f64 {
+    if count > 1 {
+        count as f64 / (count - 1) as f64
+    } else {
+        f64::NAN
+    }
+}
+
+/// The host statistics of every layer, in order: one device-to-host copy for all the layers
+/// whose statistics are still on a device.
+pub fn materialize(pending: Vec<PendingStats>) -> Result<Vec<BnBatchStats>> {
+    let on_device: Vec<Tensor> = pending
+        .iter()
+        .flat_map(|p| match p {
+            PendingStats::Device { mean, var, .. } => {
+                vec![mean.to_dtype(DType::F64), var.to_dtype(DType::F64)]
+            }
+            PendingStats::Host(_) => Vec::new(),
+        })
+        .collect::<Result<_>>()?;
+    let values = if on_device.is_empty() {
+        Vec::new()
+    } else {
+        Tensor::cat(&on_device, 0)?.to_vec1::<f64>()?
+    };
+    let mut at = 0;
+    let mut out = Vec::with_capacity(pending.len());
+    for p in pending {
+        out.push(match p {
+            PendingStats::Host(s) => s,
+            PendingStats::Device { mean, count, .. } => {
+                let c = mean.elem_count();
+                let (m, v) = (&values[at..at + c], &values[at + c..at + 2 * c]);
+                at += 2 * c;
+                let u = unbias(count);
+                BnBatchStats {
+                    mean: m.to_vec(),
+                    var_unbiased: v.iter().map(|v| v * u).collect(),
+                    count,
+                }
+            }
+        });
+    }
+    Ok(out)
 }
 
 /// One batch-norm layer: affine parameters (trainable) and running statistics (buffers).
@@ -58,23 +123,33 @@ impl BatchNorm {
         self.running_mean.len()
     }
 
-    /// Normalises `x` (B, C, L) with the batch statistics, differentiably (our fused op,
-    /// [`super::bn_op`]), and returns the statistics it used.
+    /// Normalises `x` (B, C, L) with the batch statistics, differentiably (our fused op on the
+    /// CPU, Candle ops on a GPU), and returns the statistics it used.
     pub fn forward_train(&self, x: &Tensor) -> Result<(Tensor, BnBatchStats)> {
+        let (y, s) = self.forward_train_pending(x)?;
+        let s = materialize(vec![s])?
+            .pop()
+            .ok_or_else(|| candle_core::Error::Msg("batch norm: no statistics".into()))?;
+        Ok((y, s))
+    }
+
+    /// As [`BatchNorm::forward_train`], leaving a GPU's statistics on the device.
+    pub fn forward_train_pending(&self, x: &Tensor) -> Result<(Tensor, PendingStats)> {
         let (b, _, l) = x.dims3()?;
         let count = b * l;
-        let (y, s) = batch_norm_train(x, self.weight.as_tensor(), self.bias.as_tensor(), BN_EPS)?;
-        let unbias = if count > 1 {
-            count as f64 / (count - 1) as f64
-        } else {
-            f64::NAN
-        };
+        let (w, bias) = (self.weight.as_tensor(), self.bias.as_tensor());
+        if !x.device().is_cpu() {
+            let (y, mean, var) = composed::batch_norm_train(x, w, bias, BN_EPS)?;
+            return Ok((y, PendingStats::Device { mean, var, count }));
+        }
+        let (y, s) = batch_norm_train(x, w, bias, BN_EPS)?;
+        let u = unbias(count);
         let stats = BnBatchStats {
-            var_unbiased: s.var.iter().map(|v| v * unbias).collect(),
+            var_unbiased: s.var.iter().map(|v| v * u).collect(),
             mean: s.mean,
             count,
         };
-        Ok((y, stats))
+        Ok((y, PendingStats::Host(stats)))
     }
 
     /// Normalises `x` (B, C, L) with the running statistics (evaluation mode).

@@ -5,6 +5,7 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::Rng;
 
 use super::ops;
+use super::precision::Precision;
 
 /// Uniform values in `[-bound, bound)` of `shape`, drawn from `rng`.
 pub fn uniform_var(
@@ -30,6 +31,8 @@ pub struct Conv {
     pub stride: usize,
     /// Zeros added on each side.
     pub padding: usize,
+    /// The arithmetic of the convolution (f32 unless set on a CUDA model).
+    pub precision: Precision,
 }
 
 impl Conv {
@@ -52,12 +55,26 @@ impl Conv {
             weight: uniform_var(rng, &[c_out, c_in, kernel], bound, dtype, device)?,
             stride,
             padding,
+            precision: Precision::F32,
         })
     }
 
-    /// Applies the convolution to `x` (B, C_in, L).
+    /// Applies the convolution to `x` (B, C_in, L), in [`Conv::precision`]: for `bf16` the
+    /// input and weight are rounded to bfloat16 and the output comes back in `x`'s dtype (the
+    /// gradients flow back through the same casts, so the weight's gradient is `x`'s dtype).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        ops::conv1d(x, self.weight.as_tensor(), self.stride, self.padding)
+        let w = self.weight.as_tensor();
+        match self.precision {
+            Precision::F32 => ops::conv1d(x, w, self.stride, self.padding),
+            Precision::Tf32 => ops::conv1d_tf32(x, w, self.stride, self.padding, true),
+            Precision::Bf16 => ops::conv1d(
+                &x.to_dtype(DType::BF16)?,
+                &w.to_dtype(DType::BF16)?,
+                self.stride,
+                self.padding,
+            )?
+            .to_dtype(x.dtype()),
+        }
     }
 }
 

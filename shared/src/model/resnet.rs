@@ -7,11 +7,12 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use super::batchnorm::{BatchNorm, BnBatchStats};
+use super::batchnorm::{BatchNorm, BnBatchStats, PendingStats, materialize};
 use super::block::ResBlock1d;
 use super::config::{ModelConfig, N_LEADS, padding};
 use super::dropout::{MaskSource, dropout};
 use super::layers::{Conv, Linear};
+use super::precision::Precision;
 use crate::train::flat::ParamLayout;
 use crate::{Error, Result};
 
@@ -25,7 +26,7 @@ pub enum Mode<'a> {
         /// Where the dropout masks come from.
         masks: &'a mut dyn MaskSource,
         /// The batch statistics of every batch-norm layer, in registration order.
-        stats: Vec<BnBatchStats>,
+        stats: Vec<PendingStats>,
     },
 }
 
@@ -43,7 +44,7 @@ impl<'a> Mode<'a> {
         match self {
             Mode::Eval => bn.forward_eval(x),
             Mode::Train { stats, .. } => {
-                let (y, s) = bn.forward_train(x)?;
+                let (y, s) = bn.forward_train_pending(x)?;
                 stats.push(s);
                 Ok(y)
             }
@@ -58,11 +59,11 @@ impl<'a> Mode<'a> {
         }
     }
 
-    /// The batch statistics collected (empty in evaluation).
-    pub fn into_stats(self) -> Vec<BnBatchStats> {
+    /// The batch statistics collected (empty in evaluation), on the host: one copy from a GPU.
+    pub fn into_stats(self) -> candle_core::Result<Vec<BnBatchStats>> {
         match self {
-            Mode::Eval => Vec::new(),
-            Mode::Train { stats, .. } => stats,
+            Mode::Eval => Ok(Vec::new()),
+            Mode::Train { stats, .. } => materialize(stats),
         }
     }
 }
@@ -160,6 +161,26 @@ impl ResNet1d {
             })
             .collect::<Result<_>>()?;
         Ok(model)
+    }
+
+    /// Sets the arithmetic of every convolution (see [`Precision`]); `tf32` and `bf16` need a
+    /// model on a CUDA device.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        precision.check_device(&self.device)?;
+        self.conv1.precision = precision;
+        for blk in &mut self.blocks {
+            blk.conv1.precision = precision;
+            blk.conv2.precision = precision;
+            if let Some(c) = &mut blk.skip_conv {
+                c.precision = precision;
+            }
+        }
+        Ok(())
+    }
+
+    /// The arithmetic of the convolutions.
+    pub fn precision(&self) -> Precision {
+        self.conv1.precision
     }
 
     /// The architecture.
@@ -326,7 +347,8 @@ impl ResNet1d {
         Ok(out)
     }
 
-    /// Overwrites the parameters from a flat vector in [`ResNet1d::layout`] order.
+    /// Overwrites the parameters from a flat vector in [`ResNet1d::layout`] order (on a GPU:
+    /// one host-to-device copy, then device copies into each parameter).
     pub fn set_params_flat(&self, flat: &[f32]) -> Result<()> {
         if flat.len() != self.layout.total_len() {
             return Err(Error::Training(format!(
@@ -335,24 +357,51 @@ impl ResNet1d {
                 self.layout.total_len()
             )));
         }
+        let on_device = if self.device.is_cpu() {
+            None
+        } else {
+            Some(Tensor::from_slice(flat, flat.len(), &self.device)?.to_dtype(self.dtype)?)
+        };
         for (e, v) in self.layout.entries().iter().zip(&self.sorted) {
-            let t = Tensor::from_slice(&flat[e.range()], v.dims(), &self.device)?
-                .to_dtype(self.dtype)?;
+            let t = match &on_device {
+                Some(all) => all.narrow(0, e.offset, e.len)?.reshape(v.dims())?,
+                None => Tensor::from_slice(&flat[e.range()], v.dims(), &self.device)?
+                    .to_dtype(self.dtype)?,
+            };
             v.set(&t)?;
         }
         Ok(())
     }
 
     /// The gradients in `grads` as one flat `f32` vector in [`ResNet1d::layout`] order
-    /// (zeros for a parameter that received none).
+    /// (zeros for a parameter that received none). On a GPU the gradients are concatenated on
+    /// the device and copied to the host once.
     pub fn grads_flat(&self, grads: &GradStore) -> Result<Vec<f32>> {
-        let mut out = Vec::with_capacity(self.layout.total_len());
-        for (e, v) in self.layout.entries().iter().zip(&self.sorted) {
-            match grads.get(v.as_tensor()) {
-                Some(g) => out.extend(g.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?),
-                None => out.extend(std::iter::repeat_n(0.0, e.len)),
+        if self.device.is_cpu() {
+            let mut out = Vec::with_capacity(self.layout.total_len());
+            for (e, v) in self.layout.entries().iter().zip(&self.sorted) {
+                match grads.get(v.as_tensor()) {
+                    Some(g) => out.extend(g.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?),
+                    None => out.extend(std::iter::repeat_n(0.0, e.len)),
+                }
             }
+            return Ok(out);
         }
-        Ok(out)
+        let parts = self
+            .layout
+            .entries()
+            .iter()
+            .zip(&self.sorted)
+            .map(|(e, v)| match grads.get(v.as_tensor()) {
+                Some(g) => g.flatten_all()?.to_dtype(DType::F32),
+                None => Tensor::zeros(e.len, DType::F32, &self.device),
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let all = Tensor::cat(&parts, 0)?;
+        #[cfg(feature = "cuda")]
+        if all.device().is_cuda() {
+            return Ok(super::ops::cuda::to_host_f32(&all)?);
+        }
+        Ok(all.to_vec1::<f32>()?)
     }
 }

@@ -51,7 +51,7 @@ impl ResNet1d {
         let x = Tensor::from_slice(x, (batch, N_LEADS, len), dev)?;
         let mut mode = Mode::train(masks);
         let pred = self.forward(&x, &mut mode)?.flatten_all()?;
-        let bn_stats = mode.into_stats();
+        let bn_stats = mode.into_stats()?;
         let y = Tensor::from_slice(ages, batch, dev)?.to_dtype(self.dtype())?;
         let w = Tensor::from_slice(weights, batch, dev)?.to_dtype(self.dtype())?;
         let diff = (&y - &pred)?;

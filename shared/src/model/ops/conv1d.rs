@@ -8,9 +8,10 @@
 //! (no second derivatives). All three run the CPU kernels of `conv1d_cpu` on `f32` or `f64` and
 //! accept arguments of any layout.
 //!
-//! CUDA: none of the three ops has a GPU kernel yet. Each `cuda_fwd` below is where it plugs in
-//! (cuDNN through `cudarc`, or im2col + cuBLAS on the device storage); until then a CUDA tensor
-//! gets an error naming the op, never a silent fallback to Candle's wrong gradients.
+//! CUDA: with the `cudnn` feature the three ops run cuDNN's forward, backward-data and
+//! backward-filter convolutions (`cuda::cudnn`); a CUDA build without cuDNN computes the
+//! convolution from Candle ops instead (`composed::conv1d`: im2col and cuBLAS products, gradients
+//! by Candle's autograd), never through Candle's stock conv1d and its wrong weight gradient.
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CudaStorage, CustomOp2, Layout, Result, Shape, Tensor, bail};
 
@@ -24,9 +25,21 @@ use super::scalar::Scalar;
 ///
 /// Differentiable in both arguments (input and weight gradients checked against finite
 /// differences). Errors on shapes that disagree, a zero stride, a kernel longer than the padded
-/// input, mixed or unsupported dtypes, and on CUDA tensors (no GPU kernel yet).
+/// input, and mixed or unsupported dtypes (`bf16` only on CUDA).
 pub fn conv1d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    conv1d_tiled(x, w, stride, padding, None)
+    conv1d_tiled(x, w, stride, padding, None, false)
+}
+
+/// [`conv1d`] allowing TensorFloat-32 products for `f32` tensors on CUDA (cuDNN); on the CPU
+/// `tf32` changes nothing.
+pub fn conv1d_tf32(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+    tf32: bool,
+) -> Result<Tensor> {
+    conv1d_tiled(x, w, stride, padding, None, tf32)
 }
 
 /// [`conv1d`] with a forced im2col tile width (tests exercise several tiles on small inputs).
@@ -36,6 +49,7 @@ pub(crate) fn conv1d_tiled(
     stride: usize,
     padding: usize,
     tile: Option<usize>,
+    tf32: bool,
 ) -> Result<Tensor> {
     let (Ok(xd), Ok(wd)) = (x.dims3(), w.dims3()) else {
         bail!(
@@ -60,14 +74,34 @@ pub(crate) fn conv1d_tiled(
         );
     }
     Geom::new(xd, (wd.0, wd.2), stride, padding)?;
-    x.apply_op2(
-        w,
-        Conv1d {
-            stride,
-            padding,
-            tile,
-        },
-    )
+    let op = Conv1d {
+        stride,
+        padding,
+        tile,
+        tf32,
+    };
+    if x.device().is_cuda() {
+        if !cfg!(feature = "cudnn") {
+            return super::composed::conv1d(x, w, stride, padding);
+        }
+        return x.contiguous()?.apply_op2(&w.contiguous()?, op);
+    }
+    x.apply_op2(w, op)
+}
+
+/// The sizes of a convolution as the cuDNN calls take them.
+#[cfg(feature = "cudnn")]
+fn cudnn_geom(g: &Geom, stride: usize, padding: usize) -> super::cuda::cudnn::ConvGeom {
+    super::cuda::cudnn::ConvGeom {
+        b: g.b,
+        c_in: g.c_in,
+        l_in: g.l_in,
+        c_out: g.c_out,
+        k: g.k,
+        stride,
+        padding,
+        l_out: g.l_out,
+    }
 }
 
 /// Error for a dtype pair an op does not accept.
@@ -79,10 +113,11 @@ fn dtype_error(op: &str, a: &CpuStorage, b: &CpuStorage) -> candle_core::Error {
     ))
 }
 
-/// Error for a CUDA tensor: the place where the GPU kernels will plug in.
-fn no_cuda(op: &str) -> candle_core::Error {
+/// Error for a CUDA tensor in a build without cuDNN (`conv1d` never builds these ops there).
+#[cfg(not(feature = "cudnn"))]
+fn no_cudnn(op: &str) -> candle_core::Error {
     candle_core::Error::Msg(format!(
-        "{op}: no CUDA kernel yet (CPU only); move the tensors to the CPU"
+        "{op}: this binary was built without cuDNN (feature `cudnn`)"
     ))
 }
 
@@ -103,6 +138,8 @@ struct Conv1d {
     stride: usize,
     padding: usize,
     tile: Option<usize>,
+    #[cfg_attr(not(feature = "cudnn"), allow(dead_code))]
+    tf32: bool,
 }
 
 impl Conv1d {
@@ -147,7 +184,28 @@ impl CustomOp2 for Conv1d {
         dispatch2!(self, run, s1, l1, s2, l2)
     }
 
-    /// CUDA hook of the forward pass: not implemented yet.
+    /// cuDNN's forward convolution.
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let (xd, wd) = (l1.shape().dims3()?, l2.shape().dims3()?);
+        let g = Geom::new(xd, (wd.0, wd.2), self.stride, self.padding)?;
+        super::cuda::cudnn::forward(
+            s1,
+            l1,
+            s2,
+            l2,
+            cudnn_geom(&g, self.stride, self.padding),
+            self.tf32,
+        )
+    }
+
+    #[cfg(not(feature = "cudnn"))]
     fn cuda_fwd(
         &self,
         _: &CudaStorage,
@@ -155,7 +213,7 @@ impl CustomOp2 for Conv1d {
         _: &CudaStorage,
         _: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        Err(no_cuda(self.name()))
+        Err(no_cudnn(self.name()))
     }
 
     /// Input and weight gradients, each only for an argument that takes part in the graph.
@@ -174,8 +232,9 @@ impl CustomOp2 for Conv1d {
                 padding: self.padding,
                 l_in,
                 tile: self.tile,
+                tf32: self.tf32,
             };
-            Some(grad.apply_op2_no_bwd(w, &op)?)
+            Some(grad.contiguous()?.apply_op2_no_bwd(w, &op)?)
         } else {
             None
         };
@@ -185,8 +244,9 @@ impl CustomOp2 for Conv1d {
                 padding: self.padding,
                 k,
                 tile: self.tile,
+                tf32: self.tf32,
             };
-            Some(x.apply_op2_no_bwd(grad, &op)?)
+            Some(x.apply_op2_no_bwd(&grad.contiguous()?, &op)?)
         } else {
             None
         };
@@ -201,6 +261,8 @@ struct Conv1dGradInput {
     padding: usize,
     l_in: usize,
     tile: Option<usize>,
+    #[cfg_attr(not(feature = "cudnn"), allow(dead_code))]
+    tf32: bool,
 }
 
 impl Conv1dGradInput {
@@ -248,7 +310,34 @@ impl CustomOp2 for Conv1dGradInput {
         dispatch2!(self, run, s1, l1, s2, l2)
     }
 
-    /// CUDA hook of the input gradient: not implemented yet.
+    /// cuDNN's backward-data convolution.
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let ((b, _, _), (c_out, c_in, k)) = (l1.shape().dims3()?, l2.shape().dims3()?);
+        let g = Geom::new((b, c_in, self.l_in), (c_out, k), self.stride, self.padding)?;
+        if l1.dims() != [b, c_out, g.l_out] {
+            bail!(
+                "conv1d backward: output gradient {:?} does not match {g:?}",
+                l1.dims()
+            );
+        }
+        super::cuda::cudnn::grad_input(
+            s1,
+            l1,
+            s2,
+            l2,
+            cudnn_geom(&g, self.stride, self.padding),
+            self.tf32,
+        )
+    }
+
+    #[cfg(not(feature = "cudnn"))]
     fn cuda_fwd(
         &self,
         _: &CudaStorage,
@@ -256,7 +345,7 @@ impl CustomOp2 for Conv1dGradInput {
         _: &CudaStorage,
         _: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        Err(no_cuda(self.name()))
+        Err(no_cudnn(self.name()))
     }
 }
 
@@ -267,6 +356,8 @@ struct Conv1dGradWeight {
     padding: usize,
     k: usize,
     tile: Option<usize>,
+    #[cfg_attr(not(feature = "cudnn"), allow(dead_code))]
+    tf32: bool,
 }
 
 impl Conv1dGradWeight {
@@ -309,7 +400,34 @@ impl CustomOp2 for Conv1dGradWeight {
         dispatch2!(self, run, s1, l1, s2, l2)
     }
 
-    /// CUDA hook of the weight gradient: not implemented yet.
+    /// cuDNN's backward-filter convolution.
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let (xd, (b, c_out, l_out)) = (l1.shape().dims3()?, l2.shape().dims3()?);
+        let g = Geom::new(xd, (c_out, self.k), self.stride, self.padding)?;
+        if b != g.b || l_out != g.l_out {
+            bail!(
+                "conv1d backward: output gradient {:?} does not match {g:?}",
+                l2.dims()
+            );
+        }
+        super::cuda::cudnn::grad_weight(
+            s1,
+            l1,
+            s2,
+            l2,
+            cudnn_geom(&g, self.stride, self.padding),
+            self.tf32,
+        )
+    }
+
+    #[cfg(not(feature = "cudnn"))]
     fn cuda_fwd(
         &self,
         _: &CudaStorage,
@@ -317,6 +435,6 @@ impl CustomOp2 for Conv1dGradWeight {
         _: &CudaStorage,
         _: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        Err(no_cuda(self.name()))
+        Err(no_cudnn(self.name()))
     }
 }

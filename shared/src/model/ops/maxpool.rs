@@ -7,8 +7,7 @@
 //! stock `max` gradient goes to every tied maximum, and ties are common on zero-padded ECG
 //! regions); a window holding NaN yields NaN and sends its gradient to its last NaN.
 //!
-//! CUDA: no GPU kernel yet; `cuda_fwd` of [`MaxPool1d`] and [`MaxPool1dGrad`] is where it plugs
-//! in, and until then a CUDA tensor gets an error naming the op.
+//! CUDA (feature `cuda`): kernels with the same winner rule (`cuda/kernels.cu`).
 use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CudaStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail,
@@ -19,7 +18,7 @@ use super::layout::dense;
 use super::scalar::Scalar;
 
 /// Max over windows of `k` samples with stride `k`: (B, C, L) -> (B, C, L / k); `L` must be a
-/// multiple of `k`. `f32` or `f64`, CPU. Differentiable: the gradient of each window goes to its
+/// multiple of `k`. `f32` or `f64`, CPU or CUDA. Differentiable: the gradient of each window goes to its
 /// first maximal element, as PyTorch's `MaxPool1d`.
 pub fn max_pool1d(x: &Tensor, k: usize) -> Result<Tensor> {
     let (_, _, l) = x.dims3().map_err(|_| {
@@ -29,6 +28,9 @@ pub fn max_pool1d(x: &Tensor, k: usize) -> Result<Tensor> {
         ))
     })?;
     check_window(l, k)?;
+    if x.device().is_cuda() {
+        return x.contiguous()?.apply_op1(MaxPool1d { k });
+    }
     x.apply_op1(MaxPool1d { k })
 }
 
@@ -100,18 +102,22 @@ impl CustomOp1 for MaxPool1d {
         }
     }
 
-    /// CUDA hook of the forward pass: not implemented yet.
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        check_window(l.shape().dims3()?.2, self.k)?;
+        super::cuda::maxpool_fwd(s, l, self.k)
+    }
+
+    #[cfg(not(feature = "cuda"))]
     fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> Result<(CudaStorage, Shape)> {
-        bail!(
-            "{}: no CUDA kernel yet (CPU only); move the tensor to the CPU",
-            self.name()
-        )
+        bail!("{}: this binary was built without CUDA", self.name())
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(
-            x.apply_op2_no_bwd(grad, &MaxPool1dGrad { k: self.k })?,
-        ))
+        Ok(Some(x.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &MaxPool1dGrad { k: self.k },
+        )?))
     }
 }
 
@@ -184,7 +190,19 @@ impl CustomOp2 for MaxPool1dGrad {
         }
     }
 
-    /// CUDA hook of the backward pass: not implemented yet.
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        check_window(l1.shape().dims3()?.2, self.k)?;
+        super::cuda::maxpool_bwd(s1, l1, s2, l2, self.k)
+    }
+
+    #[cfg(not(feature = "cuda"))]
     fn cuda_fwd(
         &self,
         _: &CudaStorage,
@@ -192,9 +210,6 @@ impl CustomOp2 for MaxPool1dGrad {
         _: &CudaStorage,
         _: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        bail!(
-            "{}: no CUDA kernel yet (CPU only); move the tensors to the CPU",
-            self.name()
-        )
+        bail!("{}: this binary was built without CUDA", self.name())
     }
 }

@@ -9,11 +9,15 @@
 //! - [`max_pool1d`]: non-overlapping max-pool (kernel = stride), gradient to the first maximum
 //!   of each window, as PyTorch.
 //!
-//! Both accept `f32` and `f64` CPU tensors of any layout. Internals: `conv1d_cpu` (kernels),
+//! Both accept `f32` and `f64` tensors of any layout, on the CPU or (feature `cuda`) a CUDA
+//! device (`cuda`: kernels and cuDNN calls; `composed`: the same maths from Candle ops). Internals: `conv1d_cpu` (kernels),
 //! `im2col` (geometry and column tiles), `gemm` (the one safe wrapper over the `gemm` crate),
 //! `layout` (strided storages to dense slices), `scalar` (the element-type trait).
+pub(crate) mod composed;
 mod conv1d;
 mod conv1d_cpu;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 mod gemm;
 mod im2col;
 mod layout;
@@ -22,5 +26,6 @@ mod scalar;
 #[cfg(test)]
 mod tests;
 
-pub use conv1d::conv1d;
+pub use conv1d::{conv1d, conv1d_tf32};
+pub(crate) use layout::dense as dense_view;
 pub use maxpool::max_pool1d;

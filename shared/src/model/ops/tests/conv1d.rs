@@ -55,7 +55,7 @@ fn forward_matches_the_direct_loop_for_every_model_shape() -> Result<()> {
                 let x = tensor(&xv, &[b, ci, l])?.to_dtype(dtype)?;
                 let w = tensor(&wv, &[co, ci, k])?.to_dtype(dtype)?;
                 for tile in [None, Some(4), Some(7)] {
-                    let got = conv1d_tiled(&x, &w, s, p, tile)?;
+                    let got = conv1d_tiled(&x, &w, s, p, tile, false)?;
                     assert_eq!(got.dims(), [b, co, (l + 2 * p - k) / s + 1]);
                     assert_eq!(got.dtype(), dtype);
                     let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
@@ -123,14 +123,14 @@ fn input_and_weight_gradients_match_finite_differences() -> Result<()> {
             let (xv, wv) = (uniform(b * ci * l, seed), uniform(co * ci * k, seed + 1));
             let (xs, ws) = ([b, ci, l], [co, ci, k]);
             let w = tensor(&wv, &ws)?;
-            let (ga, gn) = grad_pair(&xv, &xs, |x| conv1d_tiled(x, &w, s, p, tile))?;
+            let (ga, gn) = grad_pair(&xv, &xs, |x| conv1d_tiled(x, &w, s, p, tile, false))?;
             let err = max_rel_err(&ga, &gn);
             assert!(
                 err < 1e-7,
                 "input gradient k{k} s{s} p{p} b{b} tile {tile:?}: error {err}"
             );
             let x = tensor(&xv, &xs)?;
-            let (ga, gn) = grad_pair(&wv, &ws, |w| conv1d_tiled(&x, w, s, p, tile))?;
+            let (ga, gn) = grad_pair(&wv, &ws, |w| conv1d_tiled(&x, w, s, p, tile, false))?;
             let err = max_rel_err(&ga, &gn);
             assert!(
                 err < 1e-7,

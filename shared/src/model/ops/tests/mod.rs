@@ -5,6 +5,7 @@ use candle_core::{Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
+mod composed;
 mod conv1d;
 mod gemm;
 mod maxpool;
