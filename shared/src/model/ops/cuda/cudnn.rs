@@ -197,6 +197,17 @@ fn key<T: ConvElem>(dev: &CudaDevice, geom: ConvGeom, tf32: bool) -> Key {
     }
 }
 
+/// The device of `s` and the descriptors of the convolution `g` on it.
+fn prepare<'a, T: ConvElem>(
+    s: &'a CudaStorage,
+    g: &ConvGeom,
+    tf32: bool,
+) -> Result<(&'a CudaDevice, Descs<T>)> {
+    let dev = s.device();
+    let d = Descs::<T>::new(&handle(dev)?, g, tf32)?;
+    Ok((dev, d))
+}
+
 fn forward_t<T: ConvElem>(
     x: &CudaStorage,
     lx: &Layout,
@@ -205,9 +216,7 @@ fn forward_t<T: ConvElem>(
     g: ConvGeom,
     tf32: bool,
 ) -> Result<CudaStorage> {
-    let dev = x.device();
-    let cudnn = handle(dev)?;
-    let d = Descs::<T>::new(&cudnn, &g, tf32)?;
+    let (dev, d) = prepare::<T>(x, &g, tf32)?;
     let op = ConvForward {
         conv: &d.conv,
         x: &d.x,
@@ -233,9 +242,7 @@ fn grad_input_t<T: ConvElem>(
     g: ConvGeom,
     tf32: bool,
 ) -> Result<CudaStorage> {
-    let dev = gr.device();
-    let cudnn = handle(dev)?;
-    let d = Descs::<T>::new(&cudnn, &g, tf32)?;
+    let (dev, d) = prepare::<T>(gr, &g, tf32)?;
     let op = ConvBackwardData {
         conv: &d.conv,
         dx: &d.x,
@@ -270,9 +277,7 @@ fn grad_weight_t<T: ConvElem>(
     g: ConvGeom,
     tf32: bool,
 ) -> Result<CudaStorage> {
-    let dev = x.device();
-    let cudnn = handle(dev)?;
-    let d = Descs::<T>::new(&cudnn, &g, tf32)?;
+    let (dev, d) = prepare::<T>(x, &g, tf32)?;
     let op = ConvBackwardFilter {
         conv: &d.conv,
         x: &d.x,
