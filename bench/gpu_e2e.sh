@@ -60,7 +60,6 @@ print("median per step (ms): " + ", ".join(f"{c[:-3]} {v:.1f}" for c, v in med.i
 print(f"exams/s over a step: {float(batch) / total * 1000:.1f}; busy fraction (compute / step): "
       f"{med['compute_ms'] / total:.1%}")
 if util:
-    busy = [u for u in util]
-    print(f"nvidia-smi utilisation over the run: mean {statistics.mean(busy):.1f}%, "
-          f"median {statistics.median(busy):.1f}% ({len(busy)} samples); target > 90%")
+    print(f"nvidia-smi utilisation over the run: mean {statistics.mean(util):.1f}%, "
+          f"median {statistics.median(util):.1f}% ({len(util)} samples); target > 90%")
 PY

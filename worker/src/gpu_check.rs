@@ -27,10 +27,6 @@ pub struct Args {
     pub batch: usize,
 }
 
-fn c<T>(r: candle_core::Result<T>) -> Result<T> {
-    r.map_err(|e| Error::Shared(e.into()))
-}
-
 /// Normalised errors of `got` against `want`: max |got - want| / max |want| and the relative L2
 /// norm of the difference.
 fn errors(got: &[f64], want: &[f64]) -> (f64, f64) {
@@ -59,14 +55,14 @@ fn errors(got: &[f64], want: &[f64]) -> (f64, f64) {
 }
 
 fn values(t: &Tensor) -> Result<Vec<f64>> {
-    c(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>())
+    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
 }
 
 fn random(shape: &[usize], seed: u64, dev: &Device) -> Result<Tensor> {
     let n: usize = shape.iter().product();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-    c(Tensor::from_vec(v, shape, dev))
+    Ok(Tensor::from_vec(v, shape, dev)?)
 }
 
 /// The checks' table and verdict.
@@ -96,12 +92,10 @@ fn run2(
     b: &Tensor,
     r_seed: u64,
 ) -> Result<[Vec<f64>; 3]> {
-    let (va, vb) = (c(Var::from_tensor(a))?, c(Var::from_tensor(b))?);
-    let out = c(f(va.as_tensor(), vb.as_tensor()))?;
+    let (va, vb) = (Var::from_tensor(a)?, Var::from_tensor(b)?);
+    let out = f(va.as_tensor(), vb.as_tensor())?;
     let r = random(out.dims(), r_seed, a.device())?;
-    let grads = c((&out * &r)
-        .and_then(|p| p.sum_all())
-        .and_then(|s| s.backward()))?;
+    let grads = (&out * &r)?.sum_all()?.backward()?;
     let g = |v: &Var| -> Result<Vec<f64>> {
         match grads.get(v.as_tensor()) {
             Some(t) => values(t),
@@ -165,7 +159,7 @@ fn check_convs(rep: &mut Report, gpu: &Device, b: usize) -> Result<()> {
         let w = random(&[co, ci, kk], 50 + i as u64, &Device::Cpu)?;
         let want = run2(&|x, w| conv1d(x, w, s, pad), &x, &w, 7)?;
         for p in [Precision::F32, Precision::Tf32, Precision::Bf16] {
-            let (xg, wg) = (c(x.to_device(gpu))?, c(w.to_device(gpu))?);
+            let (xg, wg) = (x.to_device(gpu)?, w.to_device(gpu)?);
             let got = run2(&|x, w| conv_in(p, x, w, s, pad), &xg, &wg, 7)?;
             for (j, part) in ["output", "input grad", "weight grad"].iter().enumerate() {
                 let (_, rel) = errors(&got[j], &want[j]);
@@ -182,19 +176,19 @@ fn check_convs(rep: &mut Report, gpu: &Device, b: usize) -> Result<()> {
 
 fn check_pool_dropout_bn(rep: &mut Report, gpu: &Device, b: usize) -> Result<()> {
     // Max-pool with ties (ReLU zeros) and a NaN: the winner rule must be PyTorch's, exactly.
-    let x = c(random(&[b, 64, 1024], 3, &Device::Cpu)?.relu())?;
+    let x = random(&[b, 64, 1024], 3, &Device::Cpu)?.relu()?;
     let mut v = values(&x)?;
     v[5] = f64::NAN;
-    let x = c(Tensor::from_vec(
+    let x = Tensor::from_vec(
         v.iter().map(|&a| a as f32).collect::<Vec<_>>(),
         x.dims(),
         &Device::Cpu,
-    ))?;
+    )?;
     let want = run2(&|x, _| max_pool1d(x, 4), &x, &x, 9)?;
     let got = run2(
         &|x, _| max_pool1d(x, 4),
-        &c(x.to_device(gpu))?,
-        &c(x.to_device(gpu))?,
+        &x.to_device(gpu)?,
+        &x.to_device(gpu)?,
         9,
     )?;
     let same = |a: &[f64], b: &[f64]| {
@@ -221,8 +215,8 @@ fn check_pool_dropout_bn(rep: &mut Report, gpu: &Device, b: usize) -> Result<()>
         ("resblock1d_3.dropout2", 0.1),
     ] {
         let shape = [b, 128, 1024];
-        let m_cpu = values(&c(masks.mask(name, &shape, p, DType::F32, &Device::Cpu))?)?;
-        let m_gpu = values(&c(masks.mask(name, &shape, p, DType::F32, gpu))?)?;
+        let m_cpu = values(&masks.mask(name, &shape, p, DType::F32, &Device::Cpu)?)?;
+        let m_gpu = values(&masks.mask(name, &shape, p, DType::F32, gpu)?)?;
         rep.line(
             &format!("dropout p{p} mask (exact)"),
             if m_cpu == m_gpu { 0.0 } else { 1.0 },
@@ -231,17 +225,15 @@ fn check_pool_dropout_bn(rep: &mut Report, gpu: &Device, b: usize) -> Result<()>
     }
 
     // Batch norm: the CUDA path (Candle ops) against the CPU's fused op.
-    let x = c(random(&[b, 128, 1024], 4, &Device::Cpu)?.affine(3.0, 1.5))?;
+    let x = random(&[b, 128, 1024], 4, &Device::Cpu)?.affine(3.0, 1.5)?;
     let run_bn = |dev: &Device| -> Result<([Vec<f64>; 3], Vec<f64>)> {
         let bn = BatchNorm::new("bn".into(), 128, DType::F32, dev)?;
-        bn.weight
-            .set(&random(&[128], 5, dev)?)
-            .map_err(|e| Error::Shared(e.into()))?;
-        let xd = c(x.to_device(dev))?;
+        bn.weight.set(&random(&[128], 5, dev)?)?;
+        let xd = x.to_device(dev)?;
         let w = bn.weight.as_tensor().clone();
         let f = |x: &Tensor, _w: &Tensor| bn.forward_train(x).map(|(y, _)| y);
         let out = run2(&f, &xd, &w, 11)?;
-        let (_, s) = c(bn.forward_train(&xd))?;
+        let (_, s) = bn.forward_train(&xd)?;
         Ok((out, [s.mean, s.var_unbiased].concat()))
     };
     let (want, ws) = run_bn(&Device::Cpu)?;

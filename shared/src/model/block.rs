@@ -109,6 +109,13 @@ impl ResBlock1d {
         v
     }
 
+    /// Mutable convolutions in registration order.
+    pub fn convs_mut(&mut self) -> Vec<&mut Conv> {
+        let mut v = vec![&mut self.conv1, &mut self.conv2];
+        v.extend(self.skip_conv.as_mut());
+        v
+    }
+
     /// Runs the block on `(x, y)`.
     pub fn forward(&self, x: &Tensor, y: &Tensor, mode: &mut Mode<'_>) -> Result<(Tensor, Tensor)> {
         let mut skip = y.clone();

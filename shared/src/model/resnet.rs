@@ -168,19 +168,10 @@ impl ResNet1d {
     pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
         precision.check_device(&self.device)?;
         self.conv1.precision = precision;
-        for blk in &mut self.blocks {
-            blk.conv1.precision = precision;
-            blk.conv2.precision = precision;
-            if let Some(c) = &mut blk.skip_conv {
-                c.precision = precision;
-            }
+        for conv in self.blocks.iter_mut().flat_map(ResBlock1d::convs_mut) {
+            conv.precision = precision;
         }
         Ok(())
-    }
-
-    /// The arithmetic of the convolutions.
-    pub fn precision(&self) -> Precision {
-        self.conv1.precision
     }
 
     /// The architecture.

@@ -89,21 +89,6 @@ pub(crate) fn conv1d_tiled(
     x.apply_op2(w, op)
 }
 
-/// The sizes of a convolution as the cuDNN calls take them.
-#[cfg(feature = "cudnn")]
-fn cudnn_geom(g: &Geom, stride: usize, padding: usize) -> super::cuda::cudnn::ConvGeom {
-    super::cuda::cudnn::ConvGeom {
-        b: g.b,
-        c_in: g.c_in,
-        l_in: g.l_in,
-        c_out: g.c_out,
-        k: g.k,
-        stride,
-        padding,
-        l_out: g.l_out,
-    }
-}
-
 /// Error for a dtype pair an op does not accept.
 fn dtype_error(op: &str, a: &CpuStorage, b: &CpuStorage) -> candle_core::Error {
     candle_core::Error::Msg(format!(
@@ -143,13 +128,8 @@ struct Conv1d {
 }
 
 impl Conv1d {
-    fn run<T: Scalar>(
-        &self,
-        x: &[T],
-        lx: &Layout,
-        w: &[T],
-        lw: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    /// The sizes of the arguments x (lx) and w (lw), checked against each other.
+    fn geom(&self, lx: &Layout, lw: &Layout) -> Result<Geom> {
         let (wd, xd) = (lw.shape().dims3()?, lx.shape().dims3()?);
         if xd.1 != wd.1 {
             bail!(
@@ -159,7 +139,17 @@ impl Conv1d {
                 wd.1
             );
         }
-        let g = Geom::new(xd, (wd.0, wd.2), self.stride, self.padding)?;
+        Geom::new(xd, (wd.0, wd.2), self.stride, self.padding)
+    }
+
+    fn run<T: Scalar>(
+        &self,
+        x: &[T],
+        lx: &Layout,
+        w: &[T],
+        lw: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.geom(lx, lw)?;
         let (x, w) = (
             dense(x, lx, "conv1d input")?,
             dense(w, lw, "conv1d weight")?,
@@ -193,16 +183,7 @@ impl CustomOp2 for Conv1d {
         s2: &CudaStorage,
         l2: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        let (xd, wd) = (l1.shape().dims3()?, l2.shape().dims3()?);
-        let g = Geom::new(xd, (wd.0, wd.2), self.stride, self.padding)?;
-        super::cuda::cudnn::forward(
-            s1,
-            l1,
-            s2,
-            l2,
-            cudnn_geom(&g, self.stride, self.padding),
-            self.tf32,
-        )
+        super::cuda::cudnn::forward(s1, l1, s2, l2, self.geom(l1, l2)?, self.tf32)
     }
 
     #[cfg(not(feature = "cudnn"))]
@@ -266,13 +247,8 @@ struct Conv1dGradInput {
 }
 
 impl Conv1dGradInput {
-    fn run<T: Scalar>(
-        &self,
-        gr: &[T],
-        lg: &Layout,
-        w: &[T],
-        lw: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    /// The forward convolution's sizes, from the output gradient (lg) and the weight (lw).
+    fn geom(&self, lg: &Layout, lw: &Layout) -> Result<Geom> {
         let ((b, c_out, l_out), (c_out_w, c_in, k)) = (lg.shape().dims3()?, lw.shape().dims3()?);
         let g = Geom::new(
             (b, c_in, self.l_in),
@@ -286,6 +262,17 @@ impl Conv1dGradInput {
                 lg.dims()
             );
         }
+        Ok(g)
+    }
+
+    fn run<T: Scalar>(
+        &self,
+        gr: &[T],
+        lg: &Layout,
+        w: &[T],
+        lw: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.geom(lg, lw)?;
         let (gr, w) = (
             dense(gr, lg, "conv1d output gradient")?,
             dense(w, lw, "conv1d weight")?,
@@ -319,22 +306,7 @@ impl CustomOp2 for Conv1dGradInput {
         s2: &CudaStorage,
         l2: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        let ((b, _, _), (c_out, c_in, k)) = (l1.shape().dims3()?, l2.shape().dims3()?);
-        let g = Geom::new((b, c_in, self.l_in), (c_out, k), self.stride, self.padding)?;
-        if l1.dims() != [b, c_out, g.l_out] {
-            bail!(
-                "conv1d backward: output gradient {:?} does not match {g:?}",
-                l1.dims()
-            );
-        }
-        super::cuda::cudnn::grad_input(
-            s1,
-            l1,
-            s2,
-            l2,
-            cudnn_geom(&g, self.stride, self.padding),
-            self.tf32,
-        )
+        super::cuda::cudnn::grad_input(s1, l1, s2, l2, self.geom(l1, l2)?, self.tf32)
     }
 
     #[cfg(not(feature = "cudnn"))]
@@ -361,13 +333,8 @@ struct Conv1dGradWeight {
 }
 
 impl Conv1dGradWeight {
-    fn run<T: Scalar>(
-        &self,
-        x: &[T],
-        lx: &Layout,
-        gr: &[T],
-        lg: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    /// The forward convolution's sizes, from the input (lx) and the output gradient (lg).
+    fn geom(&self, lx: &Layout, lg: &Layout) -> Result<Geom> {
         let (xd, (b, c_out, l_out)) = (lx.shape().dims3()?, lg.shape().dims3()?);
         let g = Geom::new(xd, (c_out, self.k), self.stride, self.padding)?;
         if b != g.b || l_out != g.l_out {
@@ -376,6 +343,17 @@ impl Conv1dGradWeight {
                 lg.dims()
             );
         }
+        Ok(g)
+    }
+
+    fn run<T: Scalar>(
+        &self,
+        x: &[T],
+        lx: &Layout,
+        gr: &[T],
+        lg: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.geom(lx, lg)?;
         let (x, gr) = (
             dense(x, lx, "conv1d input")?,
             dense(gr, lg, "conv1d output gradient")?,
@@ -409,22 +387,7 @@ impl CustomOp2 for Conv1dGradWeight {
         s2: &CudaStorage,
         l2: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        let (xd, (b, c_out, l_out)) = (l1.shape().dims3()?, l2.shape().dims3()?);
-        let g = Geom::new(xd, (c_out, self.k), self.stride, self.padding)?;
-        if b != g.b || l_out != g.l_out {
-            bail!(
-                "conv1d backward: output gradient {:?} does not match {g:?}",
-                l2.dims()
-            );
-        }
-        super::cuda::cudnn::grad_weight(
-            s1,
-            l1,
-            s2,
-            l2,
-            cudnn_geom(&g, self.stride, self.padding),
-            self.tf32,
-        )
+        super::cuda::cudnn::grad_weight(s1, l1, s2, l2, self.geom(l1, l2)?, self.tf32)
     }
 
     #[cfg(not(feature = "cudnn"))]

@@ -17,7 +17,7 @@ use candle_core::{Result, bail};
 use super::scalar::Scalar;
 
 /// Sizes of a 1-D convolution `x (b, c_in, l_in) * w (c_out, c_in, k) -> (b, c_out, l_out)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Geom {
     pub b: usize,
     pub c_in: usize,

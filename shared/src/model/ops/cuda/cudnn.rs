@@ -19,27 +19,14 @@ use cudarc::cudnn::{
 };
 use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
 
+use super::super::im2col::Geom;
 use super::view;
-
-/// The sizes of one convolution: input (b, c_in, l_in), weight (c_out, c_in, k), output
-/// (b, c_out, l_out).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct ConvGeom {
-    pub b: usize,
-    pub c_in: usize,
-    pub l_in: usize,
-    pub c_out: usize,
-    pub k: usize,
-    pub stride: usize,
-    pub padding: usize,
-    pub l_out: usize,
-}
 
 /// What an algorithm choice depends on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Key {
     device: DeviceId,
-    geom: ConvGeom,
+    geom: Geom,
     dtype: DType,
     tf32: bool,
 }
@@ -156,7 +143,7 @@ fn int(v: usize, what: &str) -> Result<i32> {
 }
 
 impl<T: ConvElem> Descs<T> {
-    fn new(cudnn: &Arc<Cudnn>, g: &ConvGeom, tf32: bool) -> Result<Self> {
+    fn new(cudnn: &Arc<Cudnn>, g: &Geom, tf32: bool) -> Result<Self> {
         let mut conv = cudnn.create_conv2d::<T::Compute>(
             [0, int(g.padding, "padding")?],
             [1, int(g.stride, "stride")?],
@@ -188,7 +175,7 @@ fn workspace(dev: &CudaDevice, bytes: usize) -> Result<Option<CudaSlice<u8>>> {
     })
 }
 
-fn key<T: ConvElem>(dev: &CudaDevice, geom: ConvGeom, tf32: bool) -> Key {
+fn key<T: ConvElem>(dev: &CudaDevice, geom: Geom, tf32: bool) -> Key {
     Key {
         device: dev.id(),
         geom,
@@ -200,7 +187,7 @@ fn key<T: ConvElem>(dev: &CudaDevice, geom: ConvGeom, tf32: bool) -> Key {
 /// The device of `s` and the descriptors of the convolution `g` on it.
 fn prepare<'a, T: ConvElem>(
     s: &'a CudaStorage,
-    g: &ConvGeom,
+    g: &Geom,
     tf32: bool,
 ) -> Result<(&'a CudaDevice, Descs<T>)> {
     let dev = s.device();
@@ -213,7 +200,7 @@ fn forward_t<T: ConvElem>(
     lx: &Layout,
     w: &CudaStorage,
     lw: &Layout,
-    g: ConvGeom,
+    g: Geom,
     tf32: bool,
 ) -> Result<CudaStorage> {
     let (dev, d) = prepare::<T>(x, &g, tf32)?;
@@ -239,7 +226,7 @@ fn grad_input_t<T: ConvElem>(
     lg: &Layout,
     w: &CudaStorage,
     lw: &Layout,
-    g: ConvGeom,
+    g: Geom,
     tf32: bool,
 ) -> Result<CudaStorage> {
     let (dev, d) = prepare::<T>(gr, &g, tf32)?;
@@ -274,7 +261,7 @@ fn grad_weight_t<T: ConvElem>(
     lx: &Layout,
     gr: &CudaStorage,
     lg: &Layout,
-    g: ConvGeom,
+    g: Geom,
     tf32: bool,
 ) -> Result<CudaStorage> {
     let (dev, d) = prepare::<T>(x, &g, tf32)?;
@@ -322,7 +309,7 @@ pub(crate) fn forward(
     lx: &Layout,
     w: &CudaStorage,
     lw: &Layout,
-    g: ConvGeom,
+    g: Geom,
     tf32: bool,
 ) -> Result<(CudaStorage, Shape)> {
     let s = by_dtype!("ecg-conv1d", forward_t, x, w, lx, w, lw, g, tf32)?;
@@ -335,7 +322,7 @@ pub(crate) fn grad_input(
     lg: &Layout,
     w: &CudaStorage,
     lw: &Layout,
-    g: ConvGeom,
+    g: Geom,
     tf32: bool,
 ) -> Result<(CudaStorage, Shape)> {
     let s = by_dtype!(
@@ -358,7 +345,7 @@ pub(crate) fn grad_weight(
     lx: &Layout,
     gr: &CudaStorage,
     lg: &Layout,
-    g: ConvGeom,
+    g: Geom,
     tf32: bool,
 ) -> Result<(CudaStorage, Shape)> {
     let s = by_dtype!(
