@@ -90,6 +90,43 @@ pub fn read_token_file(path: &std::path::Path) -> crate::Result<String> {
     Ok(token.to_string())
 }
 
+/// Checks that `addr` is `host:port` (optionally after `http://` or `https://`): a host name,
+/// an IPv4 address or a bracketed IPv6 address, then a port from 1 to 65535. Returns it as
+/// given; the error says what is wrong with it. For addresses to connect to: port 0 is
+/// refused (see [`listen_host_port`]).
+pub fn host_port(addr: &str) -> std::result::Result<String, String> {
+    check_host_port(addr, false)
+}
+
+/// [`host_port`] for an address to listen on, where port 0 (any free port) is allowed.
+pub fn listen_host_port(addr: &str) -> std::result::Result<String, String> {
+    check_host_port(addr, true)
+}
+
+fn check_host_port(addr: &str, port_zero: bool) -> std::result::Result<String, String> {
+    let rest = match addr.split_once("://") {
+        None => addr,
+        Some(("http" | "https", rest)) => rest,
+        Some((scheme, _)) => return Err(format!("`{scheme}://` is not http:// or https://")),
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() || rest.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err("expected host:port".into());
+    }
+    let Some((host, port)) = rest.rsplit_once(':') else {
+        return Err("no port: expected host:port".into());
+    };
+    let bracketed = host.starts_with('[') && host.ends_with(']') && host.len() > 2;
+    if host.is_empty() || (host.contains(':') && !bracketed) {
+        return Err("expected host:port (an IPv6 address goes in brackets: [::1]:50051)".into());
+    }
+    match port.parse::<u16>() {
+        Ok(0) if !port_zero => Err("port 0 is not a port to connect to".into()),
+        Ok(_) => Ok(addr.to_string()),
+        Err(_) => Err(format!("`{port}` is not a port (1 to 65535)")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_causes;
@@ -130,5 +167,35 @@ mod tests {
         assert!(err.contains(&empty.display().to_string()), "{err}");
         let missing = super::read_token_file(&dir.path().join("absent")).unwrap_err();
         assert!(missing.to_string().contains("absent"), "{missing}");
+    }
+
+    #[test]
+    fn host_port_accepts_addresses_and_names_what_is_wrong() {
+        use super::{host_port, listen_host_port};
+        for good in [
+            "127.0.0.1:50051",
+            "node-3.cluster:7000",
+            "[::1]:50051",
+            "http://10.0.0.2:50051",
+            "https://coordinator:443/",
+        ] {
+            assert_eq!(host_port(good).as_deref(), Ok(good));
+        }
+        for (bad, want) in [
+            ("localhost", "no port"),
+            ("127.0.0.1:http", "`http` is not a port"),
+            ("127.0.0.1:70000", "`70000` is not a port"),
+            ("127.0.0.1:0", "port 0"),
+            (":50051", "host:port"),
+            ("::1:50051", "brackets"),
+            ("grpc://x:1", "`grpc://`"),
+            ("a b:1", "host:port"),
+            ("", "host:port"),
+        ] {
+            let e = host_port(bad).unwrap_err();
+            assert!(e.contains(want), "{bad:?}: expected `{want}` in {e}");
+        }
+        assert!(listen_host_port("0.0.0.0:0").is_ok());
+        assert!(listen_host_port("0.0.0.0").is_err());
     }
 }

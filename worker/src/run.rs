@@ -29,7 +29,7 @@ mod exchange;
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// The coordinator's address, `host:port`.
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", value_parser = ecg_shared::cli::host_port)]
     pub coordinator: Option<String>,
     /// Compute on CUDA device N (needs a build with the `cuda` feature).
     #[arg(long, value_name = "N", conflicts_with = "cpu")]

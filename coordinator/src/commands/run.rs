@@ -1,14 +1,16 @@
-//! `coordinator --config cluster.toml`: loads the configuration, indexes the dataset (CSV and
-//! HDF5 joined by exam id), reports what was left out and why, prints the dataset fingerprint,
-//! splits the usable exams' patients and writes `split.csv`; then serves the run to its workers
-//! (or, with `--local`, trains in this process alone) until it ends, printing the test-split
-//! MAE and where the outputs are.
+//! `coordinator --config cluster.toml`: loads the configuration, checks the output folder, the
+//! token file and the listen addresses, indexes the dataset (CSV and HDF5 joined by exam id),
+//! reports what was left out and why, prints the dataset fingerprint, splits the usable exams'
+//! patients, loads the starting checkpoint or the previous run's state, and only then writes
+//! `split.csv`; then serves the run to its workers (or, with `--local`, trains in this process
+//! alone) until it ends, printing the test-split MAE and where the outputs are. Bad input stops
+//! it before it writes anything.
 use std::path::PathBuf;
 
 use ecg_shared::config::ClusterConfig;
 use ecg_shared::train::local::{TrainEvent, files, train_local};
 
-use crate::prepare::prepare;
+use crate::prepare::{check_output_dir, check_serving, prepare};
 use crate::server::run_cluster;
 use crate::trainer::{TEST_PREDICTIONS, Trainer};
 use crate::{Error, Result};
@@ -34,6 +36,11 @@ pub fn run(args: &Args) -> Result<()> {
         });
     };
     let cfg = ClusterConfig::load(path)?;
+    // Everything that can be checked is checked before the first file is written.
+    check_output_dir(&cfg)?;
+    if !args.local {
+        check_serving(&cfg)?;
+    }
     let data = prepare(&cfg)?;
     let t = &cfg.training;
     println!(
@@ -80,6 +87,7 @@ pub fn run(args: &Args) -> Result<()> {
     };
     let out = cfg.output.dir.clone();
     if args.local {
+        data.write_split()?;
         println!("training on this machine, without workers");
         let summary = train_local(&cfg, &data.index, &data.train, &data.valid, &mut on_event);
         bar.finish_and_clear();
@@ -95,7 +103,9 @@ pub fn run(args: &Args) -> Result<()> {
         return Ok(());
     }
     let split_csv = data.split_csv.clone();
+    // The checkpoints (initial weights, a previous run's state) are loaded and checked first.
     let trainer = Trainer::start(cfg, data)?;
+    trainer.data.write_split()?;
     let outcome = run_cluster(trainer, &mut on_event);
     bar.finish_and_clear();
     let outcome = outcome?;

@@ -269,17 +269,25 @@ fn has_hdf5_signature(f: &std::fs::File) -> bool {
 
 /// Opens dataset `name`, or fails listing the datasets that the file has.
 pub(crate) fn dataset(file: &hdf5::File, path: &Path, name: &str) -> Result<hdf5::Dataset> {
-    file.dataset(name).map_err(|_| {
+    file.dataset(name).map_err(|e| {
         let mut names = Vec::new();
         list_datasets(file, &mut names, 0);
-        let list = if names.is_empty() {
-            "none".to_string()
-        } else {
-            names.join(", ")
-        };
+        if names.is_empty() {
+            // A file without any dataset is more likely damaged than written without them.
+            return Error::hdf5(
+                path,
+                format!(
+                    "no dataset `{name}`, and no dataset can be listed: is the file damaged? \
+                     ({e})"
+                ),
+            );
+        }
         Error::hdf5(
             path,
-            format!("no dataset `{name}` (datasets in the file: {list})"),
+            format!(
+                "no dataset `{name}` (datasets in the file: {})",
+                names.join(", ")
+            ),
         )
     })
 }

@@ -3,9 +3,11 @@
 //! whose rows follow the CSV order), and its [`Fingerprint`].
 //!
 //! Nothing is dropped silently: [`IndexReport`] counts, with a few example ids each, the padding
-//! rows (`exam_id` 0, which must be all zeros), CSV exams without a tracing, HDF5 rows without a
-//! CSV exam, exams with a missing or out-of-range age, and exams found in another file than their
-//! `trace_file` says. An `exam_id` present twice in the HDF5 files is an error.
+//! rows (`exam_id` 0, which must be all zeros), CSV exams without a tracing (and the HDF5 files
+//! their `trace_file` names when those are not among the files given: a part missing on this
+//! node), HDF5 rows without a CSV exam, exams with a missing or out-of-range age, and exams found
+//! in another file than their `trace_file` says. An `exam_id` present twice in the HDF5 files is
+//! an error.
 //!
 //! The coordinator and every worker build the index from their own copy of the data and compare
 //! fingerprints: a blake3 hash of the exams (id, patient, age, file name, row) in id order, each
@@ -200,10 +202,22 @@ impl DatasetIndex {
             n_leads: opts.n_leads,
         };
         let names: Vec<String> = infos.iter().map(|f| f.base_name()).collect();
+        // Exams without a tracing, per `trace_file` value that names none of the files.
+        let mut absent = vec![0usize; table.trace_files.len()];
+        let absent_name: Vec<bool> = table
+            .trace_files
+            .iter()
+            .map(|t| !t.is_empty() && !names.contains(t))
+            .collect();
         for (i, loc) in found.iter().enumerate() {
             let id = table.exam_id[i];
             let Some((file, row)) = *loc else {
                 report.csv_not_in_hdf5.add(id);
+                if let Some(tf) = &table.trace_file
+                    && absent_name[tf[i] as usize]
+                {
+                    absent[tf[i] as usize] += 1;
+                }
                 continue;
             };
             // An empty trace_file says nothing.
@@ -245,6 +259,22 @@ impl DatasetIndex {
             }
         }
         report.usable = index.exams.len();
+        report.absent_files = table
+            .trace_files
+            .iter()
+            .zip(absent)
+            .filter(|(_, n)| *n > 0)
+            .map(|(t, n)| (t.clone(), n))
+            .collect();
+        report.absent_files.sort();
+        if !report.absent_files.is_empty() {
+            tracing::warn!(
+                "{} names HDF5 files that are not among the files given, and their exams are \
+                 left out: {}",
+                table.path.display(),
+                report.absent_files_text()
+            );
+        }
         report.age_range = (opts.min_age, opts.max_age);
 
         for (info, name) in infos.into_iter().zip(names) {

@@ -80,12 +80,24 @@ pub struct IndexReport {
     pub padding_not_zero: Tally<RowRef>,
     /// Exams found in another file than the CSV's `trace_file` names (used: the join is by id).
     pub wrong_trace_file: Tally<ExamId>,
+    /// `trace_file` values naming none of the HDF5 files given, with the number of CSV exams
+    /// without a tracing that name each (sorted by name): parts missing here.
+    pub absent_files: Vec<(String, usize)>,
 }
 
 impl IndexReport {
     /// CSV rows left out of the index.
     pub fn excluded(&self) -> usize {
         self.csv_not_in_hdf5.count + self.missing_age.count + self.age_out_of_range.count
+    }
+
+    /// [`IndexReport::absent_files`] as text: `exams_part3.hdf5 (1204 exams), ...`.
+    pub fn absent_files_text(&self) -> String {
+        self.absent_files
+            .iter()
+            .map(|(name, n)| format!("{name} ({n} exams)"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -124,6 +136,13 @@ impl fmt::Display for IndexReport {
             self.hdf5_rows
         )?;
         tally_line(f, "excluded, no HDF5 row", &self.csv_not_in_hdf5)?;
+        if !self.absent_files.is_empty() {
+            write!(
+                f,
+                "\n    of which in HDF5 files that trace_file names but that are not here: {}",
+                self.absent_files_text()
+            )?;
+        }
         tally_line(f, "excluded, missing age", &self.missing_age)?;
         let (lo, hi) = self.age_range;
         tally_line(
