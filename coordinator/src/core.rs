@@ -108,6 +108,8 @@ pub struct StepWork {
     pending: VecDeque<u32>,
     assigned: BTreeMap<u32, (WorkerId, Instant)>,
     done: BTreeSet<u32>,
+    /// Workers dropped from this step for missing its deadline.
+    excluded: BTreeSet<WorkerId>,
     /// Accepted contributions.
     pub contributions: Vec<Contribution>,
 }
@@ -124,8 +126,18 @@ impl StepWork {
             share,
             assigned: BTreeMap::new(),
             done: BTreeSet::new(),
+            excluded: BTreeSet::new(),
             contributions: Vec::new(),
         }
+    }
+
+    /// The exam ids of the units that `contributions` delivered, in unit order (what the
+    /// step's summed gradient is made of).
+    pub fn delivered_exams(&self) -> impl Iterator<Item = i64> + '_ {
+        self.contributions
+            .iter()
+            .flat_map(|c| &c.units)
+            .flat_map(|u| self.units[u.index as usize].exam_ids.iter().copied())
     }
 
     /// Whether every unit is done.
@@ -222,7 +234,14 @@ pub struct Core {
     pub finish_reason: String,
     /// Progress figures.
     pub progress: Progress,
+    /// Recent times from assignment to accepted upload (for the automatic step deadline).
+    latencies: VecDeque<Duration>,
 }
+
+/// How many recent assignment latencies the automatic deadline looks at.
+const LATENCY_WINDOW: usize = 32;
+/// The automatic deadline is this many times the median latency.
+const DEADLINE_FACTOR: u32 = 10;
 
 impl Core {
     /// A run waiting for workers, publishing `snapshot`.
@@ -237,7 +256,51 @@ impl Core {
             predict: None,
             finish_reason: String::new(),
             progress: Progress::default(),
+            latencies: VecDeque::new(),
         }
+    }
+
+    /// The step deadline: `fixed` when it is not zero, otherwise ten times the median recent
+    /// assignment latency, never less than `floor` (and `None` before any latency is known).
+    pub fn step_deadline(&self, fixed: Duration, floor: Duration) -> Option<Duration> {
+        if !fixed.is_zero() {
+            return Some(fixed);
+        }
+        let mut l: Vec<Duration> = self.latencies.iter().copied().collect();
+        if l.is_empty() {
+            return None;
+        }
+        l.sort_unstable();
+        Some((l[l.len() / 2] * DEADLINE_FACTOR).max(floor))
+    }
+
+    /// Drops from the current step every worker that has held units longer than `deadline`
+    /// while another member, not itself dropped from the step, could take them: the units go
+    /// back to the queue and the worker gets no more units of this step. Returns the dropped
+    /// workers with how many units each held.
+    pub fn revoke_late(&mut self, deadline: Duration) -> Vec<(WorkerId, usize)> {
+        let Some(s) = &mut self.step else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        let late: BTreeSet<WorkerId> = s
+            .assigned
+            .values()
+            .filter(|(_, at)| now.duration_since(*at) > deadline)
+            .map(|(w, _)| *w)
+            .collect();
+        let mut out = Vec::new();
+        for w in late {
+            let others = self
+                .members
+                .keys()
+                .any(|m| *m != w && !s.excluded.contains(m));
+            if others {
+                s.excluded.insert(w);
+                out.push((w, s.release(w)));
+            }
+        }
+        out
     }
 
     /// Admits a worker.
@@ -324,7 +387,9 @@ impl Core {
         }
         if let Some(s) = &mut self.step {
             let mut held = s.held_by(w);
-            if held.is_empty() {
+            let barred =
+                s.excluded.contains(&w) && self.members.keys().any(|m| !s.excluded.contains(m));
+            if held.is_empty() && !barred {
                 let n = s.share.min(s.pending.len());
                 let now = Instant::now();
                 for _ in 0..n {
@@ -422,7 +487,13 @@ impl Core {
             m.exams += exams;
         }
         s.contributions.push(c);
-        Ok(first_assigned.elapsed())
+        let latency = first_assigned.elapsed();
+        if self.latencies.len() == LATENCY_WINDOW {
+            self.latencies.pop_front();
+        }
+        self.latencies.push_back(latency);
+        ecg_shared::faults::point("coord.contribution");
+        Ok(latency)
     }
 
     /// Accepts the predictions of task `task` from `w`.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use ecg_proto::v1::PredictPhase;
 use ecg_proto::{BEST_VERSION, CHUNK_BYTES};
 use ecg_shared::model::load_checkpoint;
+use ecg_shared::train::audit;
 use ecg_shared::train::local::{TrainEvent, files};
 
 use crate::Result;
@@ -27,6 +28,8 @@ pub enum Ending {
     MinLr(f64),
     /// `training.max_steps` steps were done: the run is paused, not over.
     MaxSteps(u64),
+    /// Stopped by SIGTERM or Ctrl-C after this many steps: the run is paused, not over.
+    Stopped(u64),
 }
 
 impl std::fmt::Display for Ending {
@@ -37,6 +40,10 @@ impl std::fmt::Display for Ending {
             Ending::MaxSteps(n) => write!(
                 f,
                 "stopped after max_steps = {n} steps (run again with a larger max_steps to go on)"
+            ),
+            Ending::Stopped(n) => write!(
+                f,
+                "stopped by a signal after {n} steps, checkpointed (start the coordinator again with the same configuration to go on)"
             ),
         }
     }
@@ -76,8 +83,9 @@ pub fn drive(
     }
     println!("waiting for {} worker(s)", c.min_workers);
     hub.wait_for(tick, |core| {
-        (core.members.len() >= c.min_workers).then_some(())
+        (core.members.len() >= c.min_workers || hub.stopping()).then_some(())
     });
+    ecg_shared::faults::point("coord.listening");
     let max_steps = trainer.cfg.training.max_steps;
     let mut ending = None;
     let mut reduce_times = Vec::new();
@@ -102,6 +110,10 @@ pub fn drive(
                 ending = Some(Ending::MaxSteps(max_steps));
                 break 'epochs;
             }
+            if hub.stopping() {
+                ending = Some(Ending::Stopped(trainer.global_step));
+                break 'epochs;
+            }
             let units = trainer.work_units(&plan.units(trainer.step_in_epoch as usize));
             let started = Instant::now();
             {
@@ -115,15 +127,19 @@ pub fn drive(
                 core.progress.lr = lr;
             }
             hub.bump();
-            let contributions = hub.wait_for(tick, |core| {
-                if core.step.as_ref().is_some_and(StepWork::complete) {
-                    core.step.take().map(|s| s.contributions)
-                } else {
-                    None
-                }
-            });
+            ecg_shared::faults::point("coord.step");
+            let Some(step) = wait_for_step(hub, tick) else {
+                ending = Some(Ending::Stopped(trainer.global_step));
+                break 'epochs;
+            };
+            ecg_shared::faults::point("coord.reduce");
             let reduce = Instant::now();
+            let exam_digest = audit::digest(step.delivered_exams());
+            let contributions = step.contributions;
+            let n_contributions = contributions.len() as u64;
+            let (step_number, step_in_epoch) = (trainer.global_step, trainer.step_in_epoch);
             let done = trainer.commit(contributions)?;
+            ecg_shared::faults::point("coord.commit");
             let snap = Snapshot::new(
                 trainer.global_step,
                 trainer.params().to_vec(),
@@ -133,6 +149,20 @@ pub fn drive(
             let reduce_secs = reduce.elapsed().as_secs_f64();
             reduce_times.push(reduce_secs);
             let loss = done.loss_sum / done.exams.max(1) as f64;
+            audit::append(
+                &trainer.cfg.output.dir,
+                &audit::Commit {
+                    run_id: trainer.run_id.clone(),
+                    global_step: step_number,
+                    epoch,
+                    step_in_epoch,
+                    exams: done.exams,
+                    exam_digest,
+                    contributions: n_contributions,
+                    loss_sum: done.loss_sum,
+                    unix_ms: unix_ms(),
+                },
+            )?;
             {
                 let mut core = hub.lock();
                 core.snapshot = Arc::new(snap);
@@ -152,6 +182,7 @@ pub fn drive(
                 && trainer.global_step.is_multiple_of(c.checkpoint_every_steps)
             {
                 trainer.save_state()?;
+                ecg_shared::faults::point("coord.checkpointed");
             }
             on_event(TrainEvent::Step {
                 done: trainer.step_in_epoch as usize,
@@ -163,15 +194,19 @@ pub fn drive(
         });
         let version = hub.lock().version();
         let tasks = trainer.tasks(&trainer.data.valid);
-        let pred = predict(
+        let Some(pred) = predict(
             hub,
             tick,
             PredictPhase::Valid,
             version,
             tasks,
             Phase::Validating,
-        );
+        ) else {
+            ending = Some(Ending::Stopped(trainer.global_step));
+            break;
+        };
         let v = trainer.finish_epoch(&pred, lr)?;
+        ecg_shared::faults::point("coord.epoch_end");
         hub.facts
             .metrics
             .validation(v.row.epoch, v.row.valid_loss, v.row.metrics.mae);
@@ -192,7 +227,7 @@ pub fn drive(
         on_event(TrainEvent::EpochEnd(v.row));
     }
     let reason = ending.unwrap_or(Ending::Epochs(trainer.epoch));
-    let paused = matches!(reason, Ending::MaxSteps(_));
+    let paused = matches!(reason, Ending::MaxSteps(_) | Ending::Stopped(_));
     if paused {
         trainer.save_state()?;
     }
@@ -206,16 +241,25 @@ pub fn drive(
             }
         }
         let tasks = trainer.tasks(&trainer.data.test);
-        let pred = predict(
+        ecg_shared::faults::point("coord.test");
+        if let Some(pred) = predict(
             hub,
             tick,
             PredictPhase::Test,
             BEST_VERSION,
             tasks,
             Phase::Testing,
-        );
-        test = Some(trainer.finish_test(&pred)?);
+        ) {
+            test = Some(trainer.finish_test(&pred)?);
+        }
     }
+    // Stopped during the test predictions: the run is trained and saved; the test split is
+    // predicted when the coordinator starts again.
+    let test_abandoned = !paused && !trainer.data.test.is_empty() && test.is_none();
+    if matches!(reason, Ending::Stopped(_)) || test_abandoned {
+        return Ok(stopped(&trainer, reduce_times, step_times));
+    }
+    ecg_shared::faults::point("coord.finish");
     finish(hub, tick, &reason.to_string());
     Ok(RunOutcome {
         reason,
@@ -227,7 +271,33 @@ pub fn drive(
     })
 }
 
-/// Shares `tasks` among the workers and returns the predictions in task order.
+/// Waits until the step under way is complete and takes it; `None` when a stop was asked for
+/// and the step did not complete within one worker timeout after it (the step is abandoned:
+/// its contributions are dropped, the state stays that of the last committed step).
+fn wait_for_step(hub: &Arc<Hub>, tick: Duration) -> Option<StepWork> {
+    let mut stop_since: Option<Instant> = None;
+    let step = hub.wait_for(tick, |core| {
+        if core.step.as_ref().is_some_and(StepWork::complete) {
+            return Some(core.step.take());
+        }
+        if hub.stopping() {
+            let since = *stop_since.get_or_insert_with(Instant::now);
+            if core.members.is_empty() || since.elapsed() >= hub.facts.worker_timeout {
+                core.step = None;
+                return Some(None);
+            }
+        }
+        None
+    });
+    if step.is_none() {
+        hub.facts.metrics.fault("aborted_step");
+        println!("the step under way was abandoned: it will be done again after the restart");
+    }
+    step
+}
+
+/// Shares `tasks` among the workers and returns the predictions in task order; `None` when a
+/// stop was asked for first (the round is abandoned).
 fn predict(
     hub: &Arc<Hub>,
     tick: Duration,
@@ -235,21 +305,44 @@ fn predict(
     version: u64,
     tasks: Vec<Vec<i64>>,
     run_phase: Phase,
-) -> Vec<f32> {
+) -> Option<Vec<f32>> {
     {
         let mut core = hub.lock();
         core.predict = Some(PredictRound::new(phase, version, tasks));
         core.phase = run_phase;
     }
     hub.bump();
+    ecg_shared::faults::point("coord.predict");
     let round = hub.wait_for(tick, |core| {
         if core.predict.as_ref().is_some_and(PredictRound::complete) {
-            core.predict.take()
-        } else {
-            None
+            return Some(core.predict.take());
         }
-    });
-    round.results.into_values().flatten().collect()
+        if hub.stopping() {
+            core.predict = None;
+            return Some(None);
+        }
+        None
+    })?;
+    Some(round.results.into_values().flatten().collect())
+}
+
+/// The outcome of a run stopped by a signal (its state was saved).
+fn stopped(trainer: &Trainer, mut reduce_times: Vec<f64>, mut step_times: Vec<f64>) -> RunOutcome {
+    RunOutcome {
+        reason: Ending::Stopped(trainer.global_step),
+        test: None,
+        global_step: trainer.global_step,
+        best: trainer.best_epoch.map(|e| (e, trainer.best)),
+        median_reduce_seconds: median(&mut reduce_times),
+        median_step_seconds: median(&mut step_times),
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
 }
 
 /// Marks the run over and waits (at most one worker timeout) until every worker was told.

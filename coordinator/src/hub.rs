@@ -1,6 +1,7 @@
 //! What the gRPC handlers and the driver share: the [`Core`] behind a mutex, the two ways of
 //! waking whoever waits on it (a condition variable for the driver's thread, a watch channel
 //! for the async handlers), the run's fixed facts and the metrics.
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ pub struct RunFacts {
     pub n_params: usize,
     /// Workers silent this long are dropped.
     pub worker_timeout: Duration,
+    /// `cluster.step_deadline_ms` (zero: automatic, see [`Core::step_deadline`]).
+    pub step_deadline: Duration,
     /// The metrics.
     pub metrics: Arc<Metrics>,
 }
@@ -32,6 +35,7 @@ pub struct Hub {
     core: Mutex<Core>,
     changed: Condvar,
     notify: tokio::sync::watch::Sender<u64>,
+    stopping: AtomicBool,
     /// The run's fixed facts.
     pub facts: RunFacts,
 }
@@ -43,6 +47,7 @@ impl Hub {
             core: Mutex::new(core),
             changed: Condvar::new(),
             notify: tokio::sync::watch::Sender::new(0),
+            stopping: AtomicBool::new(false),
             facts,
         }
     }
@@ -52,6 +57,18 @@ impl Hub {
     /// taken over.
     pub fn lock(&self) -> MutexGuard<'_, Core> {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks the run to stop (SIGTERM): the driver ends or abandons the step under way,
+    /// checkpoints and returns.
+    pub fn request_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.bump();
+    }
+
+    /// Whether a stop was asked for.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     /// Wakes everyone waiting for a change.
@@ -67,7 +84,8 @@ impl Hub {
     }
 
     /// Blocks the calling thread until `f` returns a value, re-checking it after every change
-    /// and at least every `tick`; silent workers are dropped while waiting.
+    /// and at least every `tick`; silent workers are dropped while waiting, and workers past
+    /// the step deadline are dropped from the step.
     pub fn wait_for<T>(&self, tick: Duration, mut f: impl FnMut(&mut Core) -> Option<T>) -> T {
         let mut core = self.lock();
         loop {
@@ -83,8 +101,23 @@ impl Hub {
                     );
                     println!("{w} fell silent: dropped, its work goes back to the queue");
                     self.facts.metrics.worker_left(w.0);
+                    self.facts.metrics.fault("silent_worker");
                 }
                 self.facts.metrics.set_workers(core.members.len());
+                self.notify.send_modify(|v| *v = v.wrapping_add(1));
+                continue;
+            }
+            let deadline = core.step_deadline(self.facts.step_deadline, self.facts.worker_timeout);
+            let late = deadline.map(|d| core.revoke_late(d)).unwrap_or_default();
+            if !late.is_empty() {
+                for (w, units) in &late {
+                    tracing::warn!(
+                        "{w} missed the step deadline ({:?}): dropped from the step, its {units} units go to others",
+                        deadline.unwrap_or_default()
+                    );
+                    println!("{w} missed the step deadline: its {units} units go to others");
+                    self.facts.metrics.fault("straggler");
+                }
                 self.notify.send_modify(|v| *v = v.wrapping_add(1));
                 continue;
             }

@@ -82,6 +82,7 @@ pub fn run_cluster(trainer: Trainer, on_event: &mut dyn FnMut(TrainEvent)) -> Re
             .collect(),
         n_params: trainer.params().len(),
         worker_timeout: Duration::from_millis(c.worker_timeout_ms),
+        step_deadline: Duration::from_millis(c.step_deadline_ms),
         metrics: Arc::clone(&metrics),
     };
     let hub = Arc::new(Hub::new(Core::new(Arc::new(snapshot)), facts));
@@ -169,6 +170,24 @@ pub fn run_cluster(trainer: Trainer, on_event: &mut dyn FnMut(TrainEvent)) -> Re
             .await
     });
 
+    {
+        // SIGTERM (Kubernetes stopping the pod) or Ctrl-C: end or abandon the step under way,
+        // checkpoint and exit 0; the workers wait for the coordinator to come back.
+        let hub = Arc::clone(&hub);
+        runtime.spawn(async move {
+            let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            println!("coordinator: stopping: ending the step under way, then checkpointing");
+            hub.request_stop();
+        });
+    }
     let outcome = drive(&hub, trainer, on_event);
     let _ = stop_tx.send(true);
     match runtime.block_on(server) {

@@ -151,6 +151,10 @@ impl Trainer {
                 trainer.step_in_epoch,
                 trainer.global_step
             );
+        } else {
+            // A fresh run's state at step 0: the first periodic checkpoint then has a previous
+            // one to fall back to, should it be torn or corrupted.
+            trainer.save_state()?;
         }
         write_atomic(
             &out.join(files::CONFIG),

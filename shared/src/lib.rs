@@ -15,6 +15,7 @@
 //!   safetensors checkpoints, the training step.
 //! - [`wire`]: float vectors as byte chunks for the network, and their reassembly.
 //! - [`ids`]: newtypes for exam and patient ids.
+//! - [`faults`]: named fault points for fault-injection tests (off unless asked for).
 //! - [`error`]: the crate's error type.
 #![warn(missing_docs)]
 
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod faults;
 pub mod ids;
 pub mod model;
 pub mod split;

@@ -143,6 +143,73 @@ impl Proc {
         })
     }
 
+    /// Waits for a line of output containing `needle`, or for the process to end first
+    /// (`None`).
+    pub fn wait_for_line_or_end(&self, needle: &str) -> Option<String> {
+        self.wait_until(&format!("a line with `{needle}` or the exit"), |s| {
+            if let Some(l) = s.output.lines().find(|l| l.contains(needle)) {
+                return Some(Some(l.to_string()));
+            }
+            s.status.map(|_| None)
+        })
+    }
+
+    /// Waits for a line containing any of `needles` (panics if the process ends first).
+    pub fn wait_for_any_line(&self, needles: &[&str]) -> String {
+        self.wait_until(&format!("a line with one of {needles:?}"), |s| {
+            if let Some(l) = s
+                .output
+                .lines()
+                .find(|l| needles.iter().any(|n| l.contains(n)))
+            {
+                return Some(l.to_string());
+            }
+            if let Some(status) = s.status {
+                panic!(
+                    "{} ended ({status}) before printing one of {needles:?}:\n{}",
+                    self.name, s.output
+                );
+            }
+            None
+        })
+    }
+
+    /// Lines printed so far.
+    pub fn line_count(&self) -> usize {
+        self.lock().output.lines().count()
+    }
+
+    /// Waits for a line containing `needle` among the lines after the first `after` ones
+    /// (panics if the process ends first).
+    pub fn wait_for_line_after(&self, needle: &str, after: usize) -> String {
+        self.wait_until(&format!("a new line with `{needle}`"), |s| {
+            if let Some(l) = s.output.lines().skip(after).find(|l| l.contains(needle)) {
+                return Some(l.to_string());
+            }
+            if let Some(status) = s.status {
+                panic!(
+                    "{} ended ({status}) before printing `{needle}`:\n{}",
+                    self.name, s.output
+                );
+            }
+            None
+        })
+    }
+
+    /// Sends signal `sig` (`KILL`, `TERM`, ...) with `kill(1)`.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([format!("-{sig}"), self.pid.to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            ok || self.lock().status.is_some(),
+            "cannot send SIG{sig} to {}",
+            self.name
+        );
+    }
+
     /// Waits for it to exit.
     pub fn wait(&mut self) -> ExitStatus {
         self.wait_until("the exit", |s| s.status)

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 pub mod cluster;
+pub mod faults;
+pub mod netns;
 
 /// Root of the workspace.
 pub fn workspace_root() -> PathBuf {

@@ -140,6 +140,10 @@ pub fn run(args: &Args) -> Result<()> {
     runtime.block_on(w.run())
 }
 
+/// Heartbeats failing in a row (error or no answer within twice the period) after which the
+/// coordinator counts as lost.
+const LOST_AFTER_HEARTBEATS: u32 = 3;
+
 struct Worker {
     /// Where the network computes.
     device: ecg_shared::model::Device,
@@ -219,6 +223,7 @@ impl Worker {
             Err(s) => return self.fail(s),
         };
         let compute = self.compute_for(&info).await?;
+        ecg_shared::faults::point("worker.register");
         let fingerprint = compute.1.clone();
         let compute = compute.0;
         let reg = match client
@@ -245,28 +250,53 @@ impl Worker {
         let (run_id, id) = (reg.run_id, reg.worker_id);
         println!("worker {id}: joined run {run_id} at {}", self.addr);
         self.joined = true;
+        ecg_shared::faults::point("worker.registered");
+        let lost = Arc::new(tokio::sync::Notify::new());
         let beat = {
             let mut c = client.clone();
             let run_id = run_id.clone();
+            let lost = Arc::clone(&lost);
             let every = Duration::from_millis(u64::from(info.heartbeat_ms.max(10)));
+            let patience = (every * 2).max(Duration::from_millis(500));
             tokio::spawn(async move {
+                let mut failures = 0;
                 loop {
                     tokio::time::sleep(every).await;
-                    let r = c
-                        .heartbeat(v1::HeartbeatRequest {
+                    let r = tokio::time::timeout(
+                        patience,
+                        c.heartbeat(v1::HeartbeatRequest {
                             run_id: run_id.clone(),
                             worker_id: id,
-                        })
-                        .await;
-                    if let Err(s) = r
-                        && classify(&s) != Failure::Reconnect
-                    {
-                        return;
+                        }),
+                    )
+                    .await;
+                    match r {
+                        Ok(Ok(_)) => failures = 0,
+                        Ok(Err(s)) if classify(&s) == Failure::Rejoin => {
+                            lost.notify_one();
+                            return;
+                        }
+                        Ok(Err(s)) if classify(&s) != Failure::Reconnect => return,
+                        _ => {
+                            failures += 1;
+                            if failures >= LOST_AFTER_HEARTBEATS {
+                                lost.notify_one();
+                                return;
+                            }
+                        }
                     }
                 }
             })
         };
-        let end = self.work(&mut client, &run_id, id, &compute).await;
+        // A coordinator that stops answering heartbeats (a cut link, a frozen or restarted
+        // coordinator) or that no longer knows this worker ends the session at once, whatever
+        // call is under way: the worker connects and registers again.
+        let end = tokio::select! {
+            end = self.work(&mut client, &run_id, id, &compute) => end,
+            () = lost.notified() => Ok(SessionEnd::Reconnect(
+                "the coordinator stopped answering heartbeats or dropped this worker".into(),
+            )),
+        };
         beat.abort();
         end
     }

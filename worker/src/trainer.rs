@@ -10,6 +10,7 @@ use ecg_proto::v1;
 use ecg_shared::data::index::DatasetIndex;
 use ecg_shared::data::prefetch::Prefetcher;
 use ecg_shared::data::reader::BatchReader;
+use ecg_shared::faults::point as fault_point;
 use ecg_shared::ids::ExamId;
 use ecg_shared::model::dropout::RngMasks;
 use ecg_shared::model::{ModelConfig, ResNet1d};
@@ -158,10 +159,12 @@ impl Compute {
                 let mut results = Vec::with_capacity(units.len());
                 for (u, batch) in units.iter().zip(pf) {
                     let batch = batch?;
+                    fault_point("worker.compute");
                     let mut masks = RngMasks::new(u.mask_seed);
                     let s =
                         self.model
                             .train_step(&batch.data, &batch.ages, &u.weights, &mut masks)?;
+                    fault_point("worker.backward");
                     match &mut grad {
                         None => grad = Some(s.grads),
                         Some(g) => sum_into(g, &s.grads)?,

@@ -160,3 +160,64 @@ fn predictions_must_match_their_task_and_silent_workers_are_dropped() {
     ));
     assert!(core.all_told());
 }
+
+#[test]
+fn a_straggler_past_the_deadline_loses_its_units_to_another_worker() {
+    let mut core = Core::new(snapshot(5));
+    let (a, b) = (
+        core.register("a".into(), "cpu".into()),
+        core.register("b".into(), "cpu".into()),
+    );
+    core.step = Some(StepWork::new(0, 5, (0..4).map(|i| unit(i, 2)).collect(), 2));
+    assert_eq!(train_units(&core.assign(a).unwrap()), vec![0, 1]);
+    assert_eq!(train_units(&core.assign(b).unwrap()), vec![2, 3]);
+    assert!(
+        core.revoke_late(Duration::from_secs(3600)).is_empty(),
+        "nobody is late yet"
+    );
+    core.accept(5, contribution(b, &[2, 3], 2)).unwrap();
+    // With a zero deadline, a (still holding 0 and 1) is late; b can take over.
+    assert_eq!(core.revoke_late(Duration::ZERO), vec![(a, 2)]);
+    assert!(
+        core.assign(a).is_none(),
+        "a straggler gets no more units of the step"
+    );
+    assert_eq!(
+        core.check_upload(a, 5, &[0, 1]),
+        Err(Refusal::NotAssigned { step: 5, unit: 0 }),
+        "its late upload is refused"
+    );
+    assert_eq!(train_units(&core.assign(b).unwrap()), vec![0, 1]);
+    core.accept(5, contribution(b, &[0, 1], 2)).unwrap();
+    let s = core.step.as_ref().unwrap();
+    assert!(s.complete());
+    let mut ids: Vec<i64> = s.delivered_exams().collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![0, 1, 100, 101, 200, 201, 300, 301]);
+}
+
+#[test]
+fn a_lone_straggler_keeps_its_units_and_the_automatic_deadline_follows_latency() {
+    let mut core = Core::new(snapshot(0));
+    let a = core.register("a".into(), "cpu".into());
+    let floor = Duration::from_millis(50);
+    assert_eq!(core.step_deadline(Duration::ZERO, floor), None);
+    assert_eq!(
+        core.step_deadline(Duration::from_secs(2), floor),
+        Some(Duration::from_secs(2))
+    );
+    core.step = Some(StepWork::new(0, 0, vec![unit(0, 2)], 1));
+    assert_eq!(train_units(&core.assign(a).unwrap()), vec![0]);
+    assert!(
+        core.revoke_late(Duration::ZERO).is_empty(),
+        "nobody else could take the units"
+    );
+    core.accept(0, contribution(a, &[0], 2)).unwrap();
+    let d = core.step_deadline(Duration::ZERO, floor).unwrap();
+    assert!(d >= floor, "{d:?}");
+    let d = core.step_deadline(Duration::ZERO, Duration::ZERO).unwrap();
+    assert!(
+        d < Duration::from_secs(60),
+        "ten times a latency measured in microseconds: {d:?}"
+    );
+}

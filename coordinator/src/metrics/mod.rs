@@ -76,6 +76,7 @@ struct State {
     /// (epoch, loss, MAE) of the latest validation.
     validation: Option<(u64, f64, f64)>,
     rejected: BTreeMap<&'static str, u64>,
+    faults: BTreeMap<&'static str, u64>,
 }
 
 /// The coordinator's metrics registry; cheap to update from any thread.
@@ -105,6 +106,7 @@ impl Metrics {
                 learning_rate: None,
                 validation: None,
                 rejected: BTreeMap::new(),
+                faults: BTreeMap::new(),
             }),
         })
     }
@@ -197,6 +199,12 @@ impl Metrics {
     /// A request was refused for `reason` (a fixed word such as `"bad_token"`).
     pub fn rejected(&self, reason: &'static str) {
         *self.lock().rejected.entry(reason).or_insert(0) += 1;
+    }
+
+    /// A fault the run went through: `kind` is a fixed word (`silent_worker`, `straggler`,
+    /// `aborted_step`).
+    pub fn fault(&self, kind: &'static str) {
+        *self.lock().faults.entry(kind).or_insert(0) += 1;
     }
 
     /// The exposition document, text format 0.0.4.
@@ -322,6 +330,16 @@ impl Metrics {
             );
             for (reason, n) in &s.rejected {
                 w.sample("ecg_rejected_total", &[("reason", reason)], &count(*n));
+            }
+        }
+        if !s.faults.is_empty() {
+            w.header(
+                "ecg_faults_total",
+                Kind::Counter,
+                "Faults the run went through, by kind.",
+            );
+            for (kind, n) in &s.faults {
+                w.sample("ecg_faults_total", &[("kind", kind)], &count(*n));
             }
         }
         w.finish()

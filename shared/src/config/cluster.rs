@@ -31,6 +31,11 @@ pub struct ClusterSection {
     /// The full training state is checkpointed every this many steps (and after every
     /// epoch); 0: after every epoch only.
     pub checkpoint_every_steps: u64,
+    /// A worker holding units of a step for longer than this (milliseconds) while others are
+    /// there to take them is dropped from that step: its units go back to the queue and its
+    /// late upload is refused. 0: automatic, ten times the median time from assignment to
+    /// upload of the recent steps, and never less than `worker_timeout_ms`.
+    pub step_deadline_ms: u64,
 }
 
 impl Default for ClusterSection {
@@ -45,6 +50,7 @@ impl Default for ClusterSection {
             heartbeat_ms: 1000,
             worker_timeout_ms: 10_000,
             checkpoint_every_steps: 500,
+            step_deadline_ms: 0,
         }
     }
 }

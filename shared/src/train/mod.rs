@@ -8,6 +8,7 @@
 //! - [`loss`]: the weighted sum of squared errors, its gradient and the mean absolute error.
 //! - [`flat`]: [`ParamLayout`] (named, name-sorted slices of one flat vector), gradient
 //!   summation and the finiteness check.
+//! - [`audit`]: the commit log `commits.csv` and the digest that checks exactly-once use.
 //! - [`adam`]: [`Adam`] with `torch.optim.Adam` semantics and serialisable state.
 //! - [`plan`]: the batches of an epoch (shuffled, or the seed's order).
 //! - [`history`]: `history.csv` and atomic file writes.
@@ -17,6 +18,7 @@
 //! - [`schedule`]: [`ReduceLrOnPlateau`] with PyTorch semantics and the seed's [`StopRule`].
 
 pub mod adam;
+pub mod audit;
 pub mod flat;
 pub mod history;
 pub mod local;

@@ -321,7 +321,10 @@ pub fn save_train_state(dir: &Path, state: &TrainState, layout: &ParamLayout) ->
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let tmp = dir.join(format!(".{STATE_FILE}.tmp{}", std::process::id()));
     let written = File::create(&tmp).and_then(|mut f| {
-        f.write_all(&bytes)?;
+        let (head, tail) = bytes.split_at(bytes.len() / 2);
+        f.write_all(head)?;
+        crate::faults::point("coord.checkpoint_write");
+        f.write_all(tail)?;
         f.sync_all()
     });
     if let Err(e) = written {
@@ -335,12 +338,27 @@ pub fn save_train_state(dir: &Path, state: &TrainState, layout: &ParamLayout) ->
         }
         _ => {}
     }
+    crate::faults::point("coord.checkpoint_rename");
     if let Err(e) = fs::rename(&tmp, &path) {
         let _ = fs::remove_file(&tmp);
         return Err(Error::io(&path, e));
     }
     sync_dir(dir)?;
+    remove_stale_temporaries(dir);
     Ok(path)
+}
+
+/// Removes the temporary files that writers killed mid-write left behind (best effort).
+fn remove_stale_temporaries(dir: &Path) {
+    let prefix = format!(".{STATE_FILE}.tmp");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Why one file could not be used.

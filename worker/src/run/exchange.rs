@@ -44,6 +44,7 @@ impl Worker {
                 tracked = c.bn_batches_tracked;
             }
             asm.push(c.offset, &c.data).map_err(|_| None)?;
+            ecg_shared::faults::point("worker.download");
         }
         let params = asm.finish().map_err(|_| None)?;
         let received = started.elapsed();
@@ -110,7 +111,16 @@ impl Worker {
                 data,
             });
         }
+        // The fault point between the header and the first data chunk: the upload has begun,
+        // its data has not left.
+        let msgs = msgs.into_iter().enumerate().map(|(i, m)| {
+            if i == 1 {
+                ecg_shared::faults::point("worker.upload");
+            }
+            m
+        });
         client.push_gradients(tokio_stream::iter(msgs)).await?;
+        ecg_shared::faults::point("worker.uploaded");
         let upload_ms = upload.elapsed().as_secs_f64() * 1e3;
         let exams: usize = t.units.iter().map(|u| u.exam_ids.len()).sum();
         if let Some(p) = &self.args.exam_log {
@@ -151,6 +161,7 @@ impl Worker {
         .await
         .map_err(|e| Status::internal(format!("computation: {e}")))?
         .map_err(|e| Status::internal(e.to_string()))?;
+        ecg_shared::faults::point("worker.predict");
         client
             .report_predictions(v1::Predictions {
                 run_id: run_id.to_string(),
@@ -160,6 +171,7 @@ impl Worker {
                 predicted_age: pred,
             })
             .await?;
+        ecg_shared::faults::point("worker.reported");
         Ok(())
     }
 }

@@ -449,3 +449,15 @@ fn save_refuses_a_state_that_does_not_fit_the_layout() {
         "nothing written"
     );
 }
+
+#[test]
+fn a_save_removes_the_temporary_file_a_killed_writer_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let stale = dir.path().join(format!(".{STATE_FILE}.tmp999999"));
+    std::fs::write(&stale, b"half a checkpoint").unwrap();
+    let other = dir.path().join("history.csv");
+    std::fs::write(&other, b"epoch\n").unwrap();
+    save_train_state(dir.path(), &state(1, 3), &layout()).unwrap();
+    assert!(!stale.exists(), "the stale temporary file is gone");
+    assert!(other.exists(), "other files stay");
+}

@@ -1,0 +1,100 @@
+//! Hosts on one machine: network namespaces joined by a bridge, each with its own address, so
+//! that the coordinator and the workers talk over real (virtual) links that a test can cut and
+//! restore. Needs CAP_NET_ADMIN (root); [`Net::new`] says so when it cannot create them.
+//!
+//! Host `i` is namespace `<prefix>n<i>` with address `10.<a>.<b>.<i+1>/24` on interface
+//! `<prefix>p<i>`, whose other end `<prefix>h<i>` is attached to the bridge `<prefix>b` in the
+//! root namespace. Cutting host `i`'s link sets `<prefix>h<i>` down: its packets are dropped
+//! silently, as when a cable or a switch port fails. Everything is removed when the [`Net`] is
+//! dropped.
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A set of hosts.
+pub struct Net {
+    prefix: String,
+    /// The hosts' addresses, host 0 first.
+    pub addrs: Vec<String>,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Net {
+    /// Creates `hosts` hosts; an error (saying what failed) when this process may not.
+    pub fn new(hosts: usize) -> Result<Net, String> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let id = (std::process::id() % 4096) * 16 + n % 16;
+        let prefix = format!("e{id}");
+        let (a, b) = (100 + id / 250 % 150, id % 250);
+        let mut net = Net {
+            prefix: prefix.clone(),
+            addrs: Vec::new(),
+        };
+        let bridge = format!("{prefix}b");
+        ip(&["link", "add", &bridge, "type", "bridge"])?;
+        ip(&["link", "set", &bridge, "up"])?;
+        for i in 0..hosts {
+            let (ns, host, peer) = (
+                format!("{prefix}n{i}"),
+                format!("{prefix}h{i}"),
+                format!("{prefix}p{i}"),
+            );
+            let addr = format!("10.{a}.{b}.{}", i + 1);
+            net.addrs.push(addr.clone());
+            ip(&["netns", "add", &ns])?;
+            ip(&["link", "add", &host, "type", "veth", "peer", "name", &peer])?;
+            ip(&["link", "set", &peer, "netns", &ns])?;
+            ip(&["link", "set", &host, "master", &bridge])?;
+            ip(&["link", "set", &host, "up"])?;
+            let cidr = format!("{addr}/24");
+            ip(&["-n", &ns, "addr", "add", &cidr, "dev", &peer])?;
+            ip(&["-n", &ns, "link", "set", &peer, "up"])?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(net)
+    }
+
+    /// A command running `program` inside host `i`.
+    pub fn command(&self, i: usize, program: &Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &format!("{}n{i}", self.prefix)])
+            .arg(program);
+        c
+    }
+
+    /// Cuts host `i`'s link (packets dropped silently).
+    pub fn cut(&self, i: usize) {
+        ip(&["link", "set", &format!("{}h{i}", self.prefix), "down"]).expect("cut the link");
+    }
+
+    /// Restores host `i`'s link.
+    pub fn restore(&self, i: usize) {
+        ip(&["link", "set", &format!("{}h{i}", self.prefix), "up"]).expect("restore the link");
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for i in 0..self.addrs.len() {
+            let _ = ip(&["netns", "del", &format!("{}n{i}", self.prefix)]);
+            let _ = ip(&["link", "del", &format!("{}h{i}", self.prefix)]);
+        }
+        let _ = ip(&["link", "del", &format!("{}b", self.prefix)]);
+    }
+}
