@@ -450,6 +450,9 @@ impl Core {
             if !seen.insert(u) {
                 return Err(Refusal::BadUpload(format!("unit {u} named twice")));
             }
+            if s.done.contains(&u) {
+                return Err(Refusal::Duplicate { step, unit: u });
+            }
             match s.assigned.get(&u) {
                 Some((o, _)) if *o == w => {}
                 _ => return Err(Refusal::NotAssigned { step, unit: u }),

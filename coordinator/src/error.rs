@@ -1,5 +1,26 @@
-//! The error type of `ecg-coordinator`, and the one mapping from it to `tonic::Status`.
+//! The error type of `ecg-coordinator`, and the one mapping from a refused request to its
+//! `tonic::Status` and to its `/metrics` label. Values a client sent are echoed in refusals
+//! only through [`shown`]: cut short and with control characters escaped, so that a hostile
+//! field can neither flood the log and the status message nor forge log lines.
 use crate::core::WorkerId;
+
+/// Longest piece of a client's value echoed in a refusal, in characters.
+const SHOWN_CHARS: usize = 64;
+
+/// `value` as a refusal may echo it: at most 64 characters (`SHOWN_CHARS`), escaped like a Rust
+/// string literal (no control characters), with the number of bytes left out.
+pub fn shown(value: &str) -> String {
+    let mut out: String = value
+        .chars()
+        .take(SHOWN_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    let kept: usize = value.chars().take(SHOWN_CHARS).map(char::len_utf8).sum();
+    if kept < value.len() {
+        out.push_str(&format!("... ({} more bytes)", value.len() - kept));
+    }
+    out
+}
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -75,6 +96,14 @@ pub enum Refusal {
         /// The upload's step.
         got: u64,
     },
+    /// A unit already delivered in this step (by this worker or another).
+    #[error("unit {unit} of step {step} is already done: a duplicate upload")]
+    Duplicate {
+        /// The step.
+        step: u64,
+        /// The unit.
+        unit: u32,
+    },
     /// A unit that is not this worker's.
     #[error("unit {unit} of step {step} is not assigned to this worker")]
     NotAssigned {
@@ -89,9 +118,16 @@ pub enum Refusal {
     /// A state version no longer (or not yet) held.
     #[error("state version {0} is not available: ask for work again")]
     NoVersion(u64),
-    /// A malformed upload.
+    /// A malformed upload (gradient, unit results or predictions).
     #[error("malformed upload: {0}")]
     BadUpload(String),
+    /// A malformed request other than an upload (a registration's fields).
+    #[error("malformed request: {0}")]
+    BadRequest(String),
+    /// A message over the protocol's size limit, refused by the transport before any handler
+    /// saw it (counted and logged by [`crate::guard`]).
+    #[error("oversized message: {0}")]
+    Oversized(String),
 }
 
 impl Refusal {
@@ -104,9 +140,12 @@ impl Refusal {
             Refusal::WrongRun { .. } => "wrong_run",
             Refusal::UnknownWorker(_) => "unknown_worker",
             Refusal::StaleStep { .. } | Refusal::NoStep { .. } => "stale_step",
+            Refusal::Duplicate { .. } => "duplicate",
             Refusal::NotAssigned { .. } | Refusal::NoTask(_) => "not_assigned",
             Refusal::NoVersion(_) => "no_version",
             Refusal::BadUpload(_) => "bad_upload",
+            Refusal::BadRequest(_) => "bad_request",
+            Refusal::Oversized(_) => "oversized",
         }
     }
 }
@@ -122,10 +161,59 @@ impl From<Refusal> for tonic::Status {
             Refusal::WrongRun { .. } | Refusal::UnknownWorker(_) => tonic::Status::not_found(msg),
             Refusal::StaleStep { .. }
             | Refusal::NoStep { .. }
+            | Refusal::Duplicate { .. }
             | Refusal::NotAssigned { .. }
             | Refusal::NoTask(_)
             | Refusal::NoVersion(_) => tonic::Status::aborted(msg),
-            Refusal::BadUpload(_) => tonic::Status::invalid_argument(msg),
+            Refusal::BadUpload(_) | Refusal::BadRequest(_) => tonic::Status::invalid_argument(msg),
+            Refusal::Oversized(_) => tonic::Status::out_of_range(msg),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoed_values_are_cut_short_and_escaped() {
+        assert_eq!(shown("run-1"), "run-1");
+        assert_eq!(shown("a\nb\u{7}"), "a\\nb\\u{7}");
+        let long = "x".repeat(1 << 20);
+        let s = shown(&long);
+        assert!(s.len() < 100, "{s}");
+        assert!(s.ends_with(&format!("({} more bytes)", (1 << 20) - SHOWN_CHARS)));
+        let wide = "\u{e9}".repeat(100);
+        assert!(
+            shown(&wide).ends_with("(72 more bytes)"),
+            "{}",
+            shown(&wide)
+        );
+    }
+
+    #[test]
+    fn every_refusal_has_a_status_fit_for_the_worker_and_a_label() {
+        use tonic::Code;
+        let cases = [
+            (Refusal::Unauthenticated, Code::Unauthenticated),
+            (
+                Refusal::WrongRun {
+                    got: "a".into(),
+                    want: "b".into(),
+                },
+                Code::NotFound,
+            ),
+            (Refusal::UnknownWorker(WorkerId(3)), Code::NotFound),
+            (Refusal::StaleStep { got: 1, current: 2 }, Code::Aborted),
+            (Refusal::Duplicate { step: 1, unit: 0 }, Code::Aborted),
+            (Refusal::NotAssigned { step: 1, unit: 0 }, Code::Aborted),
+            (Refusal::BadUpload("x".into()), Code::InvalidArgument),
+            (Refusal::BadRequest("x".into()), Code::InvalidArgument),
+            (Refusal::Oversized("x".into()), Code::OutOfRange),
+        ];
+        for (r, code) in cases {
+            assert!(!r.label().is_empty());
+            assert_eq!(tonic::Status::from(r).code(), code);
         }
     }
 }

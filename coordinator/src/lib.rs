@@ -10,6 +10,7 @@
 //! - [`hub`]: the core shared between the handlers and the driver, and how they wake.
 //! - [`snapshot`]: a published state version, ready to stream.
 //! - [`service`]: the gRPC handlers and the token check.
+//! - [`guard`]: counts and logs the refusals made by the transport (oversized messages).
 //! - [`driver`]: the run's loop of steps, validations and the test.
 //! - [`server`]: binding, serving (with health and metrics) and shutdown.
 //! - [`metrics`]: the Prometheus `/metrics` endpoint.
@@ -18,6 +19,7 @@ pub mod commands;
 pub mod core;
 pub mod driver;
 pub mod error;
+pub mod guard;
 pub mod hub;
 pub mod metrics;
 pub mod plan;

@@ -145,6 +145,7 @@ pub fn run_cluster(trainer: Trainer, on_event: &mut dyn FnMut(TrainEvent)) -> Re
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let auth = check_token(token.map(Arc::from), Arc::clone(&metrics));
     let service = tonic::service::interceptor::InterceptedService::new(service, auth);
+    let service = crate::guard::Guard::new(service, Arc::clone(&metrics));
     let (health_reporter, health) = tonic_health::server::health_reporter();
     let mut rx = stop_rx.clone();
     let server = runtime.spawn(async move {

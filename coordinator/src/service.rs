@@ -14,11 +14,14 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::core::{Contribution, UnitOutcome, WorkerId};
-use crate::error::Refusal;
+use crate::error::{Refusal, shown};
 use crate::hub::Hub;
 
 /// Longest a NextWork request is held without work.
 const MAX_WAIT: Duration = Duration::from_secs(5);
+
+/// Longest host, device or build text a worker may register with, in bytes.
+const MAX_LABEL_BYTES: usize = 256;
 
 /// The service.
 #[derive(Clone)]
@@ -41,7 +44,7 @@ impl CoordinatorService {
     fn check_run(&self, run_id: &str) -> Result<(), Status> {
         if run_id != self.hub.facts.info.run_id {
             return Err(self.refuse(Refusal::WrongRun {
-                got: run_id.to_string(),
+                got: shown(run_id),
                 want: self.hub.facts.info.run_id.clone(),
             }));
         }
@@ -84,7 +87,14 @@ impl CoordinatorService {
             let finite = s.mean.iter().chain(&s.var_unbiased).all(|v| v.is_finite());
             if s.mean.len() != c || s.var_unbiased.len() != c || !finite || s.count == 0 {
                 return Err(Refusal::BadUpload(format!(
-                    "unit {}: batch-norm layer {l} statistics are not {c} finite values per channel",
+                    "unit {}: batch-norm layer {l} statistics are not {c} finite values per channel \
+                     over a positive count",
+                    u.index
+                )));
+            }
+            if let Some(v) = s.var_unbiased.iter().find(|v| **v < 0.0) {
+                return Err(Refusal::BadUpload(format!(
+                    "unit {}: batch-norm layer {l} has a negative variance {v}",
                     u.index
                 )));
             }
@@ -94,10 +104,11 @@ impl CoordinatorService {
                 count: s.count as usize,
             });
         }
-        if !(u.loss_sum.is_finite() && u.abs_error_sum.is_finite()) {
+        let sane = |v: f64| v.is_finite() && v >= 0.0;
+        if !(sane(u.loss_sum) && sane(u.abs_error_sum)) {
             return Err(Refusal::BadUpload(format!(
-                "unit {}: loss {} is not finite",
-                u.index, u.loss_sum
+                "unit {}: loss {} and absolute error {} must be finite and not negative",
+                u.index, u.loss_sum, u.abs_error_sum
             )));
         }
         Ok(UnitOutcome {
@@ -212,9 +223,21 @@ impl Coordinator for CoordinatorService {
             .unwrap_or_default();
         if got != self.hub.facts.fingerprint {
             return Err(self.refuse(Refusal::Fingerprint {
-                got,
+                got: shown(&got),
                 want: self.hub.facts.fingerprint.clone(),
             }));
+        }
+        for (field, value) in [
+            ("host", &r.host),
+            ("device", &r.device),
+            ("build", &r.build),
+        ] {
+            if value.len() > MAX_LABEL_BYTES || value.chars().any(char::is_control) {
+                return Err(self.refuse(Refusal::BadRequest(format!(
+                    "{field} `{}` must be at most {MAX_LABEL_BYTES} bytes without control characters",
+                    shown(value)
+                ))));
+            }
         }
         let (id, n) = {
             let mut core = self.hub.lock();
@@ -406,6 +429,11 @@ pub fn check_token(
             Ok(req)
         } else {
             metrics.rejected(Refusal::Unauthenticated.label());
+            let peer = req
+                .remote_addr()
+                .map_or_else(|| "an unknown peer".to_string(), |a| a.to_string());
+            // Never the token given, nor ours.
+            tracing::info!("refused a call from {peer}: {}", Refusal::Unauthenticated);
             Err(Refusal::Unauthenticated.into())
         }
     }

@@ -5,6 +5,7 @@ use std::process::Command;
 
 pub mod cluster;
 pub mod faults;
+pub mod malformed;
 pub mod netns;
 
 /// Root of the workspace.

@@ -104,7 +104,7 @@ fn uploads_are_checked_against_step_and_assignment() {
     assert!(
         matches!(
             core.accept(3, contribution(a, &[0], 2)),
-            Err(Refusal::NotAssigned { .. })
+            Err(Refusal::Duplicate { step: 3, unit: 0 })
         ),
         "a unit is done once"
     );
