@@ -1,6 +1,7 @@
 //! Starts a run: binds the gRPC port (and the metrics port), writes the bound address to
 //! `<output.dir>/coordinator.addr` (so that `listen = "127.0.0.1:0"` works for scripts and
-//! tests), serves the coordinator service with the standard gRPC health service beside it, runs
+//! tests), serves the coordinator service (over TLS, or mutual TLS, when `cluster.tls_*` say so)
+//! with the standard gRPC health service beside it, runs
 //! the [`driver`](crate::driver) on its own thread, and shuts the server down when the run
 //! ends.
 use std::net::SocketAddr;
@@ -11,7 +12,7 @@ use ecg_proto::v1::coordinator_server::CoordinatorServer;
 use ecg_proto::{CHUNK_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 use ecg_shared::train::history::write_atomic;
 use ecg_shared::train::local::TrainEvent;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::core::Core;
 use crate::driver::{RunOutcome, drive};
@@ -31,6 +32,8 @@ const STREAM_WINDOW: u32 = 16 << 20;
 const CONNECTION_WINDOW: u32 = 64 << 20;
 /// Largest HTTP/2 frame we accept: a whole chunk in one frame instead of 64 frames of 16 KiB.
 const MAX_FRAME: u32 = (1 << 20) + 1024;
+/// A client that has not finished its TLS handshake by then is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads the cluster token from `path` (surrounding white space removed); empty path: none.
 pub fn read_token(path: &std::path::Path) -> Result<Option<String>> {
@@ -121,8 +124,31 @@ pub fn run_cluster(trainer: Trainer, on_event: &mut dyn FnMut(TrainEvent)) -> Re
         });
         Some(maddr)
     };
+    // The server first, so that a certificate its key does not match stops the run before
+    // anyone is told where it listens.
+    let mut builder = Server::builder()
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
+        .tcp_nodelay(true)
+        .max_frame_size(Some(MAX_FRAME));
+    let mut security = "";
+    if let Some((tls, mutual)) = server_tls(c)? {
+        builder = builder.tls_config(tls).map_err(|e| {
+            Error::Server(format!(
+                "cluster.tls_cert {} / cluster.tls_key {}: {}",
+                c.tls_cert.display(),
+                c.tls_key.display(),
+                ecg_shared::cli::with_causes(&e)
+            ))
+        })?;
+        security = if mutual {
+            " with mutual TLS"
+        } else {
+            " with TLS"
+        };
+    }
     println!(
-        "coordinator {} listening on {addr}{}{}",
+        "coordinator {} listening on {addr}{security}{}{}",
         hub.facts.info.run_id,
         metrics_addr.map_or(String::new(), |a| format!(
             ", metrics on http://{a}/metrics"
@@ -155,11 +181,9 @@ pub fn run_cluster(trainer: Trainer, on_event: &mut dyn FnMut(TrainEvent)) -> Re
         health_reporter
             .set_service_status("ecg.v1.Coordinator", tonic_health::ServingStatus::Serving)
             .await;
-        Server::builder()
-            .initial_stream_window_size(Some(STREAM_WINDOW))
-            .initial_connection_window_size(Some(CONNECTION_WINDOW))
-            .tcp_nodelay(true)
-            .max_frame_size(Some(MAX_FRAME))
+        // The health service is outside the token check (probes cannot send the token); it
+        // tells the serving status and nothing else.
+        builder
             .add_service(health)
             .add_service(service)
             .serve_with_incoming_shutdown(
@@ -198,4 +222,20 @@ pub fn run_cluster(trainer: Trainer, on_event: &mut dyn FnMut(TrainEvent)) -> Re
     }
     runtime.shutdown_timeout(Duration::from_secs(1));
     outcome
+}
+
+/// The TLS settings of `[cluster]` as tonic's server configuration, and whether client
+/// certificates are required; `None`: plain text.
+fn server_tls(c: &ecg_shared::config::ClusterSection) -> Result<Option<(ServerTlsConfig, bool)>> {
+    let Some(pem) = c.tls()? else {
+        return Ok(None);
+    };
+    let mut tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(pem.cert, pem.key))
+        .timeout(TLS_HANDSHAKE_TIMEOUT);
+    let mutual = pem.client_ca.is_some();
+    if let Some(ca) = pem.client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(ca));
+    }
+    Ok(Some((tls, mutual)))
 }

@@ -18,8 +18,10 @@ use crate::split::{Fractions, PinSpec, Split, SplitStrategy};
 use crate::{Error, Result};
 
 mod cluster;
+mod pem;
 mod training;
-pub use cluster::ClusterSection;
+pub use cluster::{ClusterSection, TlsPem};
+pub use pem::{ClientTlsPem, PemKind, read_pem};
 pub use training::{EpochOrder, TrainingConfig};
 
 /// Prefix of the environment overrides.
@@ -203,7 +205,7 @@ impl ClusterConfig {
         self.split.pin_file = join(&self.split.pin_file);
         self.training.init_from = join(&self.training.init_from);
         self.output.dir = join(&self.output.dir);
-        self.cluster.token_file = join(&self.cluster.token_file);
+        self.cluster.resolve_paths(join);
         self
     }
 

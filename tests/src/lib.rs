@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod faults;
 pub mod malformed;
 pub mod netns;
+pub mod tls;
 
 /// Root of the workspace.
 pub fn workspace_root() -> PathBuf {

@@ -20,6 +20,10 @@ pub enum Error {
     /// The coordinator cannot be reached.
     #[error("cannot reach the coordinator: {0}")]
     Connect(String),
+    /// A TLS failure that retrying cannot mend (a certificate refused by either side, or one
+    /// side not speaking TLS).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The coordinator refused this worker for good.
     #[error("the coordinator refused this worker: {0}")]
     Refused(String),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ecg_proto::v1::{self, work_assignment::Kind};
 use ecg_proto::{NO_VERSION, PROTOCOL_VERSION};
-use ecg_shared::config::ClusterConfig;
+use ecg_shared::config::{ClientTlsPem, ClusterConfig};
 use ecg_shared::model::ModelConfig;
 use tonic::Status;
 
@@ -40,6 +40,18 @@ pub struct Args {
     /// File holding the cluster token.
     #[arg(long, value_name = "FILE", env = "ECG_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// PEM CA certificate the coordinator's certificate must be signed by: connects over TLS.
+    #[arg(long, value_name = "FILE", env = "ECG_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate (chain) for a coordinator that requires one (mutual TLS).
+    #[arg(long, value_name = "FILE", env = "ECG_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", env = "ECG_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Name to verify in the coordinator's certificate (default: the host of --coordinator).
+    #[arg(long, value_name = "NAME", env = "ECG_TLS_DOMAIN")]
+    pub tls_domain: Option<String>,
     /// Where the CSV and HDF5 files are on this node (replaces the coordinator's data.root).
     #[arg(long, value_name = "DIR")]
     pub data_root: Option<PathBuf>,
@@ -132,6 +144,12 @@ pub fn run(args: &Args) -> Result<()> {
         args: args.clone(),
         addr,
         token,
+        tls: ClientTlsPem::from_flags(
+            args.tls_ca.as_deref(),
+            args.tls_cert.as_deref(),
+            args.tls_key.as_deref(),
+            args.tls_domain.as_deref(),
+        )?,
         stop,
         compute: None,
         version: NO_VERSION,
@@ -150,6 +168,8 @@ struct Worker {
     args: Args,
     addr: String,
     token: Option<String>,
+    /// TLS toward the coordinator (`--tls-*`); `None`: plain text.
+    tls: Option<ClientTlsPem>,
     stop: Arc<AtomicBool>,
     /// The computation of the run it belongs to, with its dataset fingerprint.
     compute: Option<(
@@ -171,7 +191,7 @@ enum SessionEnd {
 }
 
 fn status_err(s: Status) -> Error {
-    Error::Refused(s.message().to_string())
+    Error::Refused(crate::client::describe(&s))
 }
 
 impl Worker {
@@ -209,8 +229,9 @@ impl Worker {
 
     /// One connection: run info, registration, work loop.
     async fn session(&mut self) -> Result<SessionEnd> {
-        let mut client = match connect(&self.addr, self.token.as_deref()).await {
+        let mut client = match connect(&self.addr, self.token.as_deref(), self.tls.as_ref()).await {
             Ok(c) => c,
+            Err(e @ (Error::Tls(_) | Error::Arg { .. })) => return Err(e),
             Err(e) => return Ok(SessionEnd::Reconnect(e.to_string())),
         };
         let info = match client

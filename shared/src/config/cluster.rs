@@ -1,9 +1,10 @@
 //! `[cluster]` of `cluster.toml`: how the coordinator serves its workers (addresses, token,
-//! membership, units of work, heartbeats, checkpoint cadence).
-use std::path::PathBuf;
+//! TLS, membership, units of work, heartbeats, checkpoint cadence).
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::pem::{PemKind, read_pem};
 use crate::{Error, Result};
 
 /// `[cluster]`.
@@ -16,6 +17,15 @@ pub struct ClusterSection {
     pub metrics_listen: String,
     /// File holding the cluster token every call must carry; empty: no token (local runs only).
     pub token_file: PathBuf,
+    /// PEM certificate chain (the coordinator's certificate first) the gRPC service is served
+    /// with over TLS; empty: plain text. Needs `tls_key`.
+    pub tls_cert: PathBuf,
+    /// PEM private key of `tls_cert` (unencrypted; keep it readable by the coordinator's user
+    /// only). Needs `tls_cert`.
+    pub tls_key: PathBuf,
+    /// PEM CA certificate(s): when set, every client (worker, `coordinator status`) must present
+    /// a certificate signed by one of them (mutual TLS). Needs `tls_cert` and `tls_key`.
+    pub tls_client_ca: PathBuf,
     /// Training starts when this many workers have registered.
     pub min_workers: usize,
     /// Exams per unit of work: one forward and backward pass on a worker. A step's
@@ -44,6 +54,9 @@ impl Default for ClusterSection {
             listen: "0.0.0.0:50051".into(),
             metrics_listen: "0.0.0.0:9090".into(),
             token_file: PathBuf::new(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            tls_client_ca: PathBuf::new(),
             min_workers: 1,
             micro_batch: 0,
             predict_batch: 128,
@@ -65,7 +78,54 @@ impl ClusterSection {
         }
     }
 
-    /// Checks values that deserialize but cannot be used.
+    /// Resolves the relative paths of the section with `join` (against the TOML's directory).
+    pub fn resolve_paths(&mut self, join: impl Fn(&Path) -> PathBuf) {
+        self.token_file = join(&self.token_file);
+        self.tls_cert = join(&self.tls_cert);
+        self.tls_key = join(&self.tls_key);
+        self.tls_client_ca = join(&self.tls_client_ca);
+    }
+
+    /// The TLS files, read and checked: `None` for plain text. Errors name the setting and the
+    /// file (missing half of the cert/key pair, unreadable file, not PEM of the right kind).
+    pub fn tls(&self) -> Result<Option<TlsPem>> {
+        let set = |p: &Path| !p.as_os_str().is_empty();
+        let bad = |msg: &str| Err(Error::Config(msg.to_string()));
+        match (set(&self.tls_cert), set(&self.tls_key)) {
+            (false, false) => {
+                if set(&self.tls_client_ca) {
+                    return bad(
+                        "cluster.tls_client_ca: needs cluster.tls_cert and cluster.tls_key \
+                         (mutual TLS is TLS with client certificates)",
+                    );
+                }
+                return Ok(None);
+            }
+            (true, false) => {
+                return bad("cluster.tls_cert: needs cluster.tls_key (its private key)");
+            }
+            (false, true) => {
+                return bad("cluster.tls_key: needs cluster.tls_cert (its certificate chain)");
+            }
+            (true, true) => {}
+        }
+        Ok(Some(TlsPem {
+            cert: read_pem("cluster.tls_cert", &self.tls_cert, PemKind::Certificates)?,
+            key: read_pem("cluster.tls_key", &self.tls_key, PemKind::PrivateKey)?,
+            client_ca: if set(&self.tls_client_ca) {
+                Some(read_pem(
+                    "cluster.tls_client_ca",
+                    &self.tls_client_ca,
+                    PemKind::Certificates,
+                )?)
+            } else {
+                None
+            },
+        }))
+    }
+
+    /// Checks values that deserialize but cannot be used (the TLS files are read and checked
+    /// here, so that a wrong one stops the coordinator before it indexes the dataset).
     pub fn validate(&self) -> Result<()> {
         let bad = |key: &str, msg: String| Err(Error::Config(format!("{key}: {msg}")));
         if self.listen.trim().is_empty() {
@@ -86,6 +146,29 @@ impl ClusterSection {
                 ),
             );
         }
+        self.tls()?;
         Ok(())
+    }
+}
+
+/// The coordinator's TLS material, as read from the `cluster.tls_*` files (PEM bytes).
+pub struct TlsPem {
+    /// The certificate chain.
+    pub cert: Vec<u8>,
+    /// Its private key.
+    pub key: Vec<u8>,
+    /// The CA that client certificates must be signed by (mutual TLS); `None`: no client
+    /// certificates asked for.
+    pub client_ca: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TlsPem {
+    /// Never shows the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsPem")
+            .field("cert_bytes", &self.cert.len())
+            .field("key", &"<hidden>")
+            .field("mutual", &self.client_ca.is_some())
+            .finish()
     }
 }
