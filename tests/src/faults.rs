@@ -177,6 +177,8 @@ pub struct Bench {
     pub settings: String,
     /// Hosts to run on (coordinator on host 0, worker k on host k + 1); `None`: this host.
     pub net: Option<crate::netns::Net>,
+    /// More arguments for every worker; `{k}` is replaced by the worker's index.
+    pub worker_args: Vec<String>,
 }
 
 /// The network and schedule of the fault runs: small enough that a run takes seconds, with
@@ -202,6 +204,7 @@ impl Bench {
             data,
             settings: SETTINGS.to_string(),
             net: None,
+            worker_args: Vec::new(),
         }
     }
 
@@ -280,7 +283,12 @@ impl Bench {
                 .enumerate()
                 .map(|(k, faults)| {
                     let (addr, logs) = (addr.clone(), logs.clone());
-                    scope.spawn(move || run_worker(net, k, faults, &addr, &logs))
+                    let extra: Vec<String> = self
+                        .worker_args
+                        .iter()
+                        .map(|a| a.replace("{k}", &k.to_string()))
+                        .collect();
+                    scope.spawn(move || run_worker(net, k, faults, &addr, &logs, &extra))
                 })
                 .collect();
             while let Some(f) = coordinator_faults.next() {
@@ -394,11 +402,13 @@ fn run_worker(
     faults: &[Fault],
     addr: &str,
     logs: &Path,
+    extra: &[String],
 ) -> (Vec<Injected>, Option<i32>) {
     let start = |attempt: usize, fault: Option<&Fault>| {
         let mut c = launcher(net, k + 1, "worker");
         c.args(["--coordinator", addr, "--cpu", "--threads", "1"])
-            .args(["--give-up-after", "15"]);
+            .args(["--give-up-after", "15"])
+            .args(extra);
         if let Some(f) = fault {
             c.env(FAULT_ENV, f.env());
         }

@@ -6,7 +6,7 @@
 //! `<prefix>p<i>`, whose other end `<prefix>h<i>` is attached to the bridge `<prefix>b` in the
 //! root namespace. Cutting host `i`'s link sets `<prefix>h<i>` down: its packets are dropped
 //! silently, as when a cable or a switch port fails. Everything is removed when the [`Net`] is
-//! dropped.
+//! dropped. [`Net::cap`] limits a host's bandwidth with a token bucket on both ends.
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -76,6 +76,36 @@ impl Net {
         c.args(["netns", "exec", &format!("{}n{i}", self.prefix)])
             .arg(program);
         c
+    }
+
+    /// Caps host `i`'s link at `bits_per_second` in both directions (a token bucket, `tc
+    /// tbf`, on each end of its veth pair; 10 ms of traffic may burst).
+    pub fn cap(&self, i: usize, bits_per_second: u64) {
+        let rate = format!("{bits_per_second}bit");
+        let burst = (bits_per_second / 8 / 100).max(64 * 1024).to_string();
+        let (ns, host, peer) = (
+            format!("{}n{i}", self.prefix),
+            format!("{}h{i}", self.prefix),
+            format!("{}p{i}", self.prefix),
+        );
+        for (netns, dev) in [(None, host), (Some(ns), peer)] {
+            let mut c = Command::new("tc");
+            if let Some(n) = &netns {
+                c.args(["-n", n]);
+            }
+            let out = c
+                .args([
+                    "qdisc", "replace", "dev", &dev, "root", "tbf", "rate", &rate,
+                ])
+                .args(["burst", &burst, "latency", "100ms"])
+                .output()
+                .expect("run tc");
+            assert!(
+                out.status.success(),
+                "tc on {dev}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 
     /// Cuts host `i`'s link (packets dropped silently).
