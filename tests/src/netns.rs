@@ -108,6 +108,11 @@ impl Net {
         }
     }
 
+    /// The name of host `i`'s interface (inside its namespace).
+    pub fn iface(&self, i: usize) -> String {
+        format!("{}p{i}", self.prefix)
+    }
+
     /// Cuts host `i`'s link (packets dropped silently).
     pub fn cut(&self, i: usize) {
         ip(&["link", "set", &format!("{}h{i}", self.prefix), "down"]).expect("cut the link");

@@ -4,7 +4,8 @@
 //! (cluster.toml from a file, the token from a file, the data mounted at a path given by
 //! `--data-root`). Weak scaling: each worker computes the same batch per step whatever the
 //! number of workers, so the scaling efficiency at N workers is the single worker's step time
-//! over the N workers' step time.
+//! over the N workers' step time; `compute / step` is the share of a step spent computing,
+//! comparable with the peer's.
 //!
 //! Two parts:
 //! - `tiny`: a tiny network trained to completion on a synthetic cohort with real computation
@@ -16,7 +17,11 @@
 //!
 //! Step times are the medians of the intervals between consecutive commits within an epoch
 //! (`commits.csv`); exchange time = step time - compute time (the workers' `--step-log`).
-//! Prints a table and writes it to `<dir>/multihost.txt`.
+//! The peer, when `TORCH_PYTHON` names a Python with PyTorch: torch.distributed gloo
+//! `all_reduce` of the same gradient between the same hosts over the same links
+//! (`bench/multihost_gloo.py`), and the efficiency a data-parallel step of the same simulated
+//! compute plus that all-reduce would have. Prints a table and writes it to
+//! `<dir>/multihost.txt`.
 //!
 //! Usage: `multihost [--dir DIR] [--simulate-ms 50,200,500] [--steps N]`.
 use std::path::{Path, PathBuf};
@@ -184,15 +189,16 @@ fn main() {
         }
     }
     let mut text = String::from(
-        "part | link | workers | step ms | compute ms | exchange ms | exams/s | efficiency\n",
+        "part | link | workers | step ms | compute ms | exchange ms | exams/s | efficiency | compute / step\n",
     );
+    let gloo = peer_rows(bench.net.as_ref().unwrap());
     for r in &rows {
         let single = rows
             .iter()
             .find(|s| s.part == r.part && s.gbit == r.gbit && s.workers == 1)
             .map_or(f64::NAN, |s| s.step_ms);
         text.push_str(&format!(
-            "{} | {} Gbit/s | {} | {:.0} | {:.0} | {:.0} | {} | {:.0}%\n",
+            "{} | {} Gbit/s | {} | {:.0} | {:.0} | {:.0} | {} | {:.0}% | {:.0}%\n",
             r.part,
             r.gbit,
             r.workers,
@@ -204,11 +210,77 @@ fn main() {
             } else {
                 format!("{:.0}", r.exams_per_s)
             },
-            100.0 * single / r.step_ms
+            100.0 * single / r.step_ms,
+            100.0 * r.compute_ms / r.step_ms
         ));
+    }
+    if gloo.is_empty() {
+        text.push_str("peer not run: set TORCH_PYTHON to a Python with PyTorch\n");
+    } else {
+        text.push_str(
+            "\npeer: torch.distributed gloo all_reduce of 6,924,705 f32 between the worker hosts\n\
+             link | workers | all_reduce ms | efficiency of a step of C ms + all_reduce (C = simulated delays)\n",
+        );
+        for (gbit, n, ms) in &gloo {
+            let eff: Vec<String> = delays
+                .iter()
+                .map(|&c| format!("{c} ms: {:.0}%", 100.0 * c as f64 / (c as f64 + ms)))
+                .collect();
+            text.push_str(&format!(
+                "{gbit} Gbit/s | {n} | {ms:.0} | {}\n",
+                eff.join(", ")
+            ));
+        }
     }
     print!("{text}");
     std::fs::write(dir.join("multihost.txt"), &text).expect("write the table");
+}
+
+/// The gloo peer (`bench/multihost_gloo.py`) for 2 and 3 worker hosts at 1 and 10 Gbit/s, when
+/// `TORCH_PYTHON` names a Python with PyTorch: (Gbit/s, hosts, median all_reduce ms).
+fn peer_rows(net: &Net) -> Vec<(u64, usize, f64)> {
+    let Some(python) = std::env::var_os("TORCH_PYTHON") else {
+        return Vec::new();
+    };
+    let script = ecg_tests::workspace_root().join("bench/multihost_gloo.py");
+    let mut rows = Vec::new();
+    for gbit in [1u64, 10] {
+        for host in 0..4 {
+            net.cap(host, gbit * 1_000_000_000);
+        }
+        for n in [2usize, 3] {
+            let master = format!("{}:{}", net.addrs[1], 29_500 + n);
+            let procs: Vec<_> = (0..n)
+                .map(|r| {
+                    net.command(r + 1, Path::new(&python))
+                        .arg(&script)
+                        .args(["--rank", &r.to_string(), "--world", &n.to_string()])
+                        .args(["--master", &master, "--iface", &net.iface(r + 1)])
+                        .stdout(std::process::Stdio::piped())
+                        .stderr(std::process::Stdio::piped())
+                        .spawn()
+                        .expect("start the gloo peer")
+                })
+                .collect();
+            let mut median = f64::NAN;
+            for (r, p) in procs.into_iter().enumerate() {
+                let out = p.wait_with_output().expect("gloo peer");
+                assert!(
+                    out.status.success(),
+                    "gloo rank {r}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                if r == 0 {
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&out.stdout).expect("the peer's JSON line");
+                    median = v["median_ms"].as_f64().unwrap_or(f64::NAN);
+                }
+            }
+            println!("gloo {gbit} Gbit/s, {n} hosts: {median:.1} ms");
+            rows.push((gbit, n, median));
+        }
+    }
+    rows
 }
 
 /// Points the workers' `--step-log` at `<dir>/<name>/logs/steps{k}.csv`.
