@@ -10,6 +10,7 @@ use ecg_proto::v1::PredictPhase;
 use ecg_proto::{BEST_VERSION, CHUNK_BYTES};
 use ecg_shared::model::load_checkpoint;
 use ecg_shared::train::audit;
+use ecg_shared::train::history::write_atomic;
 use ecg_shared::train::local::{TrainEvent, files};
 
 use crate::Result;
@@ -20,7 +21,7 @@ use crate::snapshot::Snapshot;
 use crate::trainer::{TestFigures, Trainer};
 
 /// Why training stopped.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Ending {
     /// All `training.epochs` epochs ran.
     Epochs(u64),
@@ -30,6 +31,8 @@ pub enum Ending {
     MaxSteps(u64),
     /// Stopped by SIGTERM or Ctrl-C after this many steps: the run is paused, not over.
     Stopped(u64),
+    /// A coordinator started again on a run that had finished (the reason it gave then).
+    AlreadyFinished(String),
 }
 
 impl std::fmt::Display for Ending {
@@ -41,6 +44,7 @@ impl std::fmt::Display for Ending {
                 f,
                 "stopped after max_steps = {n} steps (run again with a larger max_steps to go on)"
             ),
+            Ending::AlreadyFinished(why) => write!(f, "the run had already finished: {why}"),
             Ending::Stopped(n) => write!(
                 f,
                 "stopped by a signal after {n} steps, checkpointed (start the coordinator again with the same configuration to go on)"
@@ -80,6 +84,21 @@ pub fn drive(
             .build(&ecg_shared::model::Device::Cpu)?;
         let snap = Snapshot::new(BEST_VERSION, best.params_flat()?, &best, CHUNK_BYTES);
         hub.lock().best = Some(Arc::new(snap));
+    }
+    if let Some(why) = finished_before(&trainer) {
+        println!(
+            "run {} had already finished ({why}): nothing to do",
+            trainer.run_id
+        );
+        finish(hub, tick, &why);
+        return Ok(RunOutcome {
+            reason: Ending::AlreadyFinished(why),
+            test: None,
+            global_step: trainer.global_step,
+            best: trainer.best_epoch.map(|e| (e, trainer.best)),
+            median_reduce_seconds: None,
+            median_step_seconds: None,
+        });
     }
     println!("waiting for {} worker(s)", c.min_workers);
     hub.wait_for(tick, |core| {
@@ -260,6 +279,17 @@ pub fn drive(
         return Ok(stopped(&trainer, reduce_times, step_times));
     }
     ecg_shared::faults::point("coord.finish");
+    if !paused {
+        let kind = if matches!(reason, Ending::MinLr(_)) {
+            "min_lr"
+        } else {
+            "epochs"
+        };
+        write_atomic(
+            &trainer.cfg.output.dir.join(FINISHED_FILE),
+            format!("{kind}\n{reason}\n").as_bytes(),
+        )?;
+    }
     finish(hub, tick, &reason.to_string());
     Ok(RunOutcome {
         reason,
@@ -345,7 +375,22 @@ fn unix_ms() -> u64 {
         .unwrap_or_default()
 }
 
-/// Marks the run over and waits (at most one worker timeout) until every worker was told.
+/// File in the output folder that marks a finished run: its first line says why training
+/// stopped (`epochs` or `min_lr`), the second is the reason as printed.
+pub const FINISHED_FILE: &str = "run_finished.txt";
+
+/// Why the run in the output folder had finished, when it had and there is nothing left to
+/// train (a run whose `training.epochs` was raised since goes on).
+fn finished_before(trainer: &Trainer) -> Option<String> {
+    let text = std::fs::read_to_string(trainer.cfg.output.dir.join(FINISHED_FILE)).ok()?;
+    let mut lines = text.lines();
+    let kind = lines.next()?;
+    let why = lines.next().unwrap_or(kind).to_string();
+    (kind == "min_lr" || !trainer.run_epoch()).then_some(why)
+}
+
+/// Marks the run over and waits (at most one worker timeout) until every worker was told; with
+/// `cluster.linger_after_finish`, goes on answering (the run is over) until SIGTERM.
 fn finish(hub: &Arc<Hub>, tick: Duration, reason: &str) {
     {
         let mut core = hub.lock();
@@ -355,6 +400,11 @@ fn finish(hub: &Arc<Hub>, tick: Duration, reason: &str) {
         core.predict = None;
     }
     hub.bump();
+    if hub.facts.linger_after_finish {
+        println!("the run is over; answering until stopped (cluster.linger_after_finish)");
+        hub.wait_for(tick, |_| hub.stopping().then_some(()));
+        return;
+    }
     let until = Instant::now() + hub.facts.worker_timeout;
     hub.wait_for(tick, |core| {
         (core.all_told() || Instant::now() >= until).then_some(())

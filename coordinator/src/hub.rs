@@ -26,6 +26,8 @@ pub struct RunFacts {
     pub worker_timeout: Duration,
     /// `cluster.step_deadline_ms` (zero: automatic, see [`Core::step_deadline`]).
     pub step_deadline: Duration,
+    /// `cluster.linger_after_finish`.
+    pub linger_after_finish: bool,
     /// The metrics.
     pub metrics: Arc<Metrics>,
 }

@@ -86,6 +86,7 @@ pub fn run_cluster(trainer: Trainer, on_event: &mut dyn FnMut(TrainEvent)) -> Re
         n_params: trainer.params().len(),
         worker_timeout: Duration::from_millis(c.worker_timeout_ms),
         step_deadline: Duration::from_millis(c.step_deadline_ms),
+        linger_after_finish: c.linger_after_finish,
         metrics: Arc::clone(&metrics),
     };
     let hub = Arc::new(Hub::new(Core::new(Arc::new(snapshot)), facts));

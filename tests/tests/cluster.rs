@@ -577,3 +577,63 @@ fn http_get(addr: &str, path: &str) -> String {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     text
 }
+
+#[test]
+fn a_coordinator_started_again_on_a_finished_run_does_nothing_or_lingers_until_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = cohort(tmp.path(), 30, 8);
+    let (cfg, out) = config(
+        tmp.path(),
+        "done",
+        &data,
+        MICRO,
+        &format!(
+            "[training]\nepochs = 1\nbatch_size = 8\n{}",
+            cluster(1, 0, "")
+        ),
+    );
+    run_cluster(&cfg, &out, &[vec![]]);
+    let predictions = std::fs::read(out.join("test_predictions.csv")).unwrap();
+    let history = std::fs::read(out.join("history.csv")).unwrap();
+
+    // Started again: nothing to train or predict, it says so and exits 0 without a worker.
+    let (mut again, _) = start_coordinator(&cfg, out.join("again.log"));
+    let text = again.wait_ok();
+    assert!(text.contains("had already finished"), "{text}");
+    assert_eq!(
+        std::fs::read(out.join("test_predictions.csv")).unwrap(),
+        predictions
+    );
+    assert_eq!(std::fs::read(out.join("history.csv")).unwrap(), history);
+
+    // Lingering (as under Kubernetes): it answers until SIGTERM, and so does the worker.
+    let mut c = cmd("coordinator");
+    c.arg("--config")
+        .arg(&cfg)
+        .env("ECG__CLUSTER__LINGER_AFTER_FINISH", "true");
+    let mut coord = Proc::spawn("coordinator", c, out.join("linger.log"));
+    let line = coord.wait_for_line(" listening on ");
+    let addr = line
+        .split(" listening on ")
+        .nth(1)
+        .and_then(|r| r.split([',', ' ']).next())
+        .unwrap()
+        .to_string();
+    coord.wait_for_line("answering until stopped");
+    let mut worker = start_worker(
+        &addr,
+        out.join("linger-worker.log"),
+        &["--linger-after-finish"],
+    );
+    worker.wait_for_line("waiting for SIGTERM");
+    let status = run_ok(cmd("coordinator").args(["status", "--coordinator", &addr]));
+    assert!(status.to_lowercase().contains("finished"), "{status}");
+    worker.signal("TERM");
+    assert!(worker.wait().success());
+    coord.signal("TERM");
+    assert!(coord.wait().success(), "{}", coord.output());
+    assert_eq!(
+        std::fs::read(out.join("test_predictions.csv")).unwrap(),
+        predictions
+    );
+}

@@ -78,6 +78,10 @@ pub struct Args {
     /// download the time to receive the step's state (not to install it).
     #[arg(long, value_name = "FILE")]
     pub step_log: Option<PathBuf>,
+    /// When the run is over, wait for SIGTERM instead of exiting (for Kubernetes, where a
+    /// container that exits is started again).
+    #[arg(long, env = "ECG_LINGER_AFTER_FINISH")]
+    pub linger_after_finish: bool,
 }
 
 /// The CPU, or CUDA device `gpu` (an error naming what is missing when it cannot be had).
@@ -118,6 +122,7 @@ pub fn run(args: &Args) -> Result<()> {
         None => None,
     };
     let stop = Arc::new(AtomicBool::new(false));
+    let (stopped_tx, mut stopped) = tokio::sync::watch::channel(false);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -137,6 +142,7 @@ pub fn run(args: &Args) -> Result<()> {
             }
             eprintln!("worker: stopping after the current step");
             stop.store(true, Ordering::SeqCst);
+            let _ = stopped_tx.send(true);
         });
     }
     let mut w = Worker {
@@ -155,7 +161,14 @@ pub fn run(args: &Args) -> Result<()> {
         version: NO_VERSION,
         joined: false,
     };
-    runtime.block_on(w.run())
+    runtime.block_on(w.run())?;
+    if args.linger_after_finish && !*stopped.borrow() {
+        println!("worker: the run is over; waiting for SIGTERM (--linger-after-finish)");
+        runtime.block_on(async {
+            let _ = stopped.wait_for(|s| *s).await;
+        });
+    }
+    Ok(())
 }
 
 /// Heartbeats failing in a row (error or no answer within twice the period) after which the

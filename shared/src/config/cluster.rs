@@ -46,6 +46,10 @@ pub struct ClusterSection {
     /// late upload is refused. 0: automatic, ten times the median time from assignment to
     /// upload of the recent steps, and never less than `worker_timeout_ms`.
     pub step_deadline_ms: u64,
+    /// After the run is over, keep answering (workers are told it is over, `status` says
+    /// so) until SIGTERM instead of exiting; a coordinator started again on a finished run does
+    /// the same. For Kubernetes, where an exited pod is started again.
+    pub linger_after_finish: bool,
 }
 
 impl Default for ClusterSection {
@@ -64,6 +68,7 @@ impl Default for ClusterSection {
             worker_timeout_ms: 10_000,
             checkpoint_every_steps: 500,
             step_deadline_ms: 0,
+            linger_after_finish: false,
         }
     }
 }
