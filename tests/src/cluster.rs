@@ -9,7 +9,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::cmd;
+use crate::{cmd, run_ok};
 
 /// Longest wait for anything in these tests.
 pub const BOUND: Duration = Duration::from_secs(240);
@@ -236,17 +236,56 @@ impl Drop for Proc {
 
 /// Starts `coordinator --config cfg` and waits until it says where it listens.
 pub fn start_coordinator(cfg: &Path, log: PathBuf) -> (Proc, String) {
+    start_coordinator_with(cfg, log, &[])
+}
+
+/// [`start_coordinator`] with environment variables `env` set.
+pub fn start_coordinator_with(cfg: &Path, log: PathBuf, env: &[(&str, &str)]) -> (Proc, String) {
     let mut c = cmd("coordinator");
-    c.arg("--config").arg(cfg);
+    c.arg("--config").arg(cfg).envs(env.iter().copied());
     let p = Proc::spawn("coordinator", c, log);
-    let line = p.wait_for_line(" listening on ");
-    let addr = line
-        .split(" listening on ")
+    let addr = listen_address(&p.wait_for_line(" listening on "));
+    (p, addr)
+}
+
+/// The address in the coordinator's `... listening on ADDR ...` line.
+pub fn listen_address(line: &str) -> String {
+    line.split(" listening on ")
         .nth(1)
         .and_then(|rest| rest.split([',', ' ']).next())
         .unwrap_or_else(|| panic!("no address in `{line}`"))
-        .to_string();
-    (p, addr)
+        .to_string()
+}
+
+/// A synthetic cohort of `patients` patients from `seed` in `dir/name`, HDF5 parts of
+/// `per_part` exams.
+pub fn synth_cohort(dir: &Path, name: &str, patients: u32, seed: u32, per_part: u32) -> PathBuf {
+    let data = dir.join(name);
+    run_ok(
+        cmd("coordinator")
+            .args(["synth", "--patients", &patients.to_string()])
+            .args(["--seed", &seed.to_string()])
+            .args(["--exams-per-part", &per_part.to_string()])
+            .arg("--out")
+            .arg(&data),
+    );
+    data
+}
+
+/// The body of `GET path` from `addr` over plain HTTP/1.1 (panics unless the status is 200).
+pub fn http_get(addr: &str, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read the answer");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text
 }
 
 /// Starts a CPU worker on one thread against `addr`, with `extra` arguments.

@@ -17,7 +17,7 @@ use ecg_shared::faults::FAULT_ENV;
 use ecg_shared::train::audit;
 
 use crate::cluster::Proc;
-use crate::{cmd, run_ok};
+use crate::cmd;
 
 /// Fault points of the worker, in the order a step passes them.
 pub const WORKER_POINTS: [&str; 10] = [
@@ -191,14 +191,7 @@ pub const SETTINGS: &str = "[model]\nnet_filter_size = [4, 4]\nnet_seq_lengh = [
 impl Bench {
     /// A cohort of `patients` patients under `dir`.
     pub fn new(dir: &Path, patients: u32) -> Bench {
-        let data = dir.join("data");
-        run_ok(
-            cmd("coordinator")
-                .args(["synth", "--patients", &patients.to_string()])
-                .args(["--seed", "11", "--exams-per-part", "200"])
-                .arg("--out")
-                .arg(&data),
-        );
+        let data = crate::cluster::synth_cohort(dir, "data", patients, 11, 200);
         Bench {
             dir: dir.to_path_buf(),
             data,
@@ -257,12 +250,8 @@ impl Bench {
         // Faults before it listens (the checkpoint of a fresh run) restart it on a new port.
         let addr = loop {
             let line = coord.wait_for_any_line(&[" listening on ", "fault point "]);
-            if let Some(rest) = line.split(" listening on ").nth(1) {
-                break rest
-                    .split([',', ' '])
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
+            if line.contains(" listening on ") {
+                break crate::cluster::listen_address(&line);
             }
             let Some(f) = coordinator_faults.next() else {
                 panic!("a fault line without a fault: {line}")

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use ecg_proto::v1;
 use ecg_shared::model::state::TensorData;
 use ecg_shared::train::resume::load_train_state;
-use ecg_tests::cluster::{Proc, start_coordinator, start_worker};
+use ecg_tests::cluster::{
+    Proc, http_get, start_coordinator, start_coordinator_with, start_worker, synth_cohort,
+};
 use ecg_tests::{cmd, run_ok};
 
 /// The smallest network of the seed's shape, for tests about the exchange, not the learning.
@@ -22,15 +24,7 @@ const TINY: &str = "[model]\nnet_filter_size = [8, 8, 16, 16]\nnet_seq_lengh = [
                     dropout_rate = 0.1\n";
 
 fn cohort(dir: &Path, patients: u32, seed: u32) -> PathBuf {
-    let data = dir.join(format!("data{seed}"));
-    run_ok(
-        cmd("coordinator")
-            .args(["synth", "--patients", &patients.to_string()])
-            .args(["--seed", &seed.to_string(), "--exams-per-part", "400"])
-            .arg("--out")
-            .arg(&data),
-    );
-    data
+    synth_cohort(dir, &format!("data{seed}"), patients, seed, 400)
 }
 
 /// A cluster.toml for a run in `dir/name` on `data`, listening on a free port.
@@ -561,23 +555,6 @@ fn workers_with_the_wrong_token_protocol_or_dataset_are_refused_and_the_run_goes
     assert!(text.contains("run over"), "{text}");
 }
 
-/// The body of `GET path` from `addr` over plain HTTP/1.1.
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    text
-}
-
 #[test]
 fn a_coordinator_started_again_on_a_finished_run_does_nothing_or_lingers_until_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
@@ -607,18 +584,11 @@ fn a_coordinator_started_again_on_a_finished_run_does_nothing_or_lingers_until_s
     assert_eq!(std::fs::read(out.join("history.csv")).unwrap(), history);
 
     // Lingering (as under Kubernetes): it answers until SIGTERM, and so does the worker.
-    let mut c = cmd("coordinator");
-    c.arg("--config")
-        .arg(&cfg)
-        .env("ECG__CLUSTER__LINGER_AFTER_FINISH", "true");
-    let mut coord = Proc::spawn("coordinator", c, out.join("linger.log"));
-    let line = coord.wait_for_line(" listening on ");
-    let addr = line
-        .split(" listening on ")
-        .nth(1)
-        .and_then(|r| r.split([',', ' ']).next())
-        .unwrap()
-        .to_string();
+    let (mut coord, addr) = start_coordinator_with(
+        &cfg,
+        out.join("linger.log"),
+        &[("ECG__CLUSTER__LINGER_AFTER_FINISH", "true")],
+    );
     coord.wait_for_line("answering until stopped");
     let mut worker = start_worker(
         &addr,

@@ -5,24 +5,12 @@
 //! Steps have two units of one exam (one unit per forward and backward, and two terms per sum,
 //! which add up the same in any grouping), so that who computes which unit changes nothing.
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ecg_shared::model::safetensors_io::load_safetensors;
 use ecg_shared::model::state::TensorData;
+use ecg_tests::cluster::synth_cohort;
 use ecg_tests::malformed::{TOKEN, live_run, table};
-use ecg_tests::{cmd, run_ok};
-
-fn cohort(dir: &Path, patients: u32, seed: u32) -> PathBuf {
-    let data = dir.join("data");
-    run_ok(
-        cmd("coordinator")
-            .args(["synth", "--patients", &patients.to_string()])
-            .args(["--seed", &seed.to_string(), "--exams-per-part", "400"])
-            .arg("--out")
-            .arg(&data),
-    );
-    data
-}
 
 /// The bits of every tensor of a safetensors file, by name.
 fn tensor_bits(path: &Path) -> Vec<(String, Vec<u64>)> {
@@ -44,7 +32,7 @@ fn tensor_bits(path: &Path) -> Vec<(String, Vec<u64>)> {
 #[test]
 fn malformed_messages_are_refused_counted_logged_and_change_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = cohort(tmp.path(), 14, 21);
+    let data = synth_cohort(tmp.path(), "data", 14, 21, 400);
     let attacked = live_run(tmp.path(), &data, "attacked", true);
     let (outcomes, text, out) = (
         &attacked.outcomes,

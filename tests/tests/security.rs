@@ -12,7 +12,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ecg_proto::v1;
-use ecg_tests::cluster::{Proc, start_coordinator, start_worker};
+use ecg_tests::cluster::{
+    Proc, http_get, start_coordinator, start_coordinator_with, start_worker, synth_cohort,
+};
 use ecg_tests::tls::{Pki, make};
 use ecg_tests::{cmd, run_err, run_ok};
 
@@ -25,14 +27,7 @@ const TRAINING: &str = "[training]\nepochs = 1\nbatch_size = 4\n";
 const FAST: Duration = Duration::from_secs(60);
 
 fn cohort(dir: &Path) -> PathBuf {
-    let data = dir.join("data");
-    run_ok(
-        cmd("coordinator")
-            .args(["synth", "--patients", "24", "--seed", "3"])
-            .args(["--exams-per-part", "400", "--out"])
-            .arg(&data),
-    );
-    data
+    synth_cohort(dir, "data", 24, 3, 400)
 }
 
 /// A cluster.toml in `dir` for a run in `dir/out`, listening on a free port, with `cluster`
@@ -223,17 +218,7 @@ fn mutual_tls_admits_a_worker_with_a_client_certificate_and_refuses_the_others()
 
 /// Starts the coordinator with `RUST_LOG=trace` and waits for its address.
 fn coordinator_traced(cfg: &Path, log: PathBuf) -> (Proc, String) {
-    let mut c = cmd("coordinator");
-    c.arg("--config").arg(cfg).env("RUST_LOG", "trace");
-    let p = Proc::spawn("coordinator", c, log);
-    let line = p.wait_for_line(" listening on ");
-    let addr = line
-        .split(" listening on ")
-        .nth(1)
-        .and_then(|rest| rest.split([',', ' ']).next())
-        .unwrap_or_else(|| panic!("no address in `{line}`"))
-        .to_string();
-    (p, addr)
+    start_coordinator_with(cfg, log, &[("RUST_LOG", "trace")])
 }
 
 /// A worker on one thread with `RUST_LOG=trace`.
@@ -243,22 +228,6 @@ fn worker_traced(addr: &str, log: PathBuf, args: &[&str]) -> Proc {
         .args(args)
         .env("RUST_LOG", "trace");
     Proc::spawn("worker", c, log)
-}
-
-/// The body of `GET path` from `addr` over plain HTTP/1.1.
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    text
 }
 
 /// Every file under `dir` (recursively) whose bytes contain `needle`.
