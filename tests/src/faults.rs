@@ -191,6 +191,8 @@ pub const SETTINGS: &str = "[model]\nnet_filter_size = [4, 4]\nnet_seq_lengh = [
 impl Bench {
     /// A cohort of `patients` patients under `dir`.
     pub fn new(dir: &Path, patients: u32) -> Bench {
+        // Absolute, since the configurations' paths are relative to their own folder.
+        let dir = &std::path::absolute(dir).expect("an absolute path");
         let data = crate::cluster::synth_cohort(dir, "data", patients, 11, 200);
         Bench {
             dir: dir.to_path_buf(),

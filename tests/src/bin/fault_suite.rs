@@ -124,6 +124,7 @@ fn main() {
         std::fs::remove_dir_all(&dir).expect("clear the suite's folder");
     }
     std::fs::create_dir_all(&dir).expect("the suite's folder");
+    let dir = std::fs::canonicalize(&dir).expect("the suite's folder");
     let mut bench = Bench::new(&dir, patients);
     println!("undisturbed run");
     let baseline = bench.run(&Plan {

@@ -112,6 +112,7 @@ fn main() {
         std::fs::remove_dir_all(&dir).expect("clear the folder");
     }
     std::fs::create_dir_all(&dir).expect("the folder");
+    let dir = std::fs::canonicalize(&dir).expect("the folder");
     let token = dir.join("token");
     std::fs::write(&token, "multihost-bench-token\n").expect("token file");
     let mut bench = Bench::new(&dir, 160);
