@@ -127,42 +127,21 @@ impl Proc {
         self.lock().output.clone()
     }
 
-    /// Waits for a line of output containing `needle` (panics if the process ends first).
-    pub fn wait_for_line(&self, needle: &str) -> String {
-        self.wait_until(&format!("a line with `{needle}`"), |s| {
-            if let Some(l) = s.output.lines().find(|l| l.contains(needle)) {
-                return Some(l.to_string());
-            }
-            if let Some(status) = s.status {
-                panic!(
-                    "{} ended ({status}) before printing `{needle}`:\n{}",
-                    self.name, s.output
-                );
-            }
-            None
-        })
+    /// The first line after the first `after` ones that contains one of `needles`.
+    fn find_line(s: &Seen, needles: &[&str], after: usize) -> Option<String> {
+        s.output
+            .lines()
+            .skip(after)
+            .find(|l| needles.iter().any(|n| l.contains(n)))
+            .map(str::to_string)
     }
 
-    /// Waits for a line of output containing `needle`, or for the process to end first
-    /// (`None`).
-    pub fn wait_for_line_or_end(&self, needle: &str) -> Option<String> {
-        self.wait_until(&format!("a line with `{needle}` or the exit"), |s| {
-            if let Some(l) = s.output.lines().find(|l| l.contains(needle)) {
-                return Some(Some(l.to_string()));
-            }
-            s.status.map(|_| None)
-        })
-    }
-
-    /// Waits for a line containing any of `needles` (panics if the process ends first).
-    pub fn wait_for_any_line(&self, needles: &[&str]) -> String {
+    /// Waits for a line containing one of `needles` among the lines after the first `after`
+    /// ones; panics if the process ends first.
+    fn wait_for_match(&self, needles: &[&str], after: usize) -> String {
         self.wait_until(&format!("a line with one of {needles:?}"), |s| {
-            if let Some(l) = s
-                .output
-                .lines()
-                .find(|l| needles.iter().any(|n| l.contains(n)))
-            {
-                return Some(l.to_string());
+            if let Some(l) = Self::find_line(s, needles, after) {
+                return Some(l);
             }
             if let Some(status) = s.status {
                 panic!(
@@ -174,6 +153,28 @@ impl Proc {
         })
     }
 
+    /// Waits for a line of output containing `needle` (panics if the process ends first).
+    pub fn wait_for_line(&self, needle: &str) -> String {
+        self.wait_for_match(&[needle], 0)
+    }
+
+    /// Waits for a line of output containing `needle`, or for the process to end first
+    /// (`None`).
+    pub fn wait_for_line_or_end(&self, needle: &str) -> Option<String> {
+        self.wait_until(
+            &format!("a line with `{needle}` or the exit"),
+            |s| match Self::find_line(s, &[needle], 0) {
+                Some(l) => Some(Some(l)),
+                None => s.status.map(|_| None),
+            },
+        )
+    }
+
+    /// Waits for a line containing any of `needles` (panics if the process ends first).
+    pub fn wait_for_any_line(&self, needles: &[&str]) -> String {
+        self.wait_for_match(needles, 0)
+    }
+
     /// Lines printed so far.
     pub fn line_count(&self) -> usize {
         self.lock().output.lines().count()
@@ -182,18 +183,7 @@ impl Proc {
     /// Waits for a line containing `needle` among the lines after the first `after` ones
     /// (panics if the process ends first).
     pub fn wait_for_line_after(&self, needle: &str, after: usize) -> String {
-        self.wait_until(&format!("a new line with `{needle}`"), |s| {
-            if let Some(l) = s.output.lines().skip(after).find(|l| l.contains(needle)) {
-                return Some(l.to_string());
-            }
-            if let Some(status) = s.status {
-                panic!(
-                    "{} ended ({status}) before printing `{needle}`:\n{}",
-                    self.name, s.output
-                );
-            }
-            None
-        })
+        self.wait_for_match(&[needle], after)
     }
 
     /// Sends signal `sig` (`KILL`, `TERM`, ...) with `kill(1)`.
@@ -294,4 +284,59 @@ pub fn start_worker(addr: &str, log: PathBuf, extra: &[&str]) -> Proc {
     c.args(["--coordinator", addr, "--cpu", "--threads", "1"])
         .args(extra);
     Proc::spawn("worker", c, log)
+}
+
+/// The smallest network of the seed's shape, for tests about the exchange, not the learning.
+pub const MICRO: &str =
+    "[model]\nnet_filter_size = [4, 4]\nnet_seq_lengh = [256, 16]\ndropout_rate = 0.1\n";
+
+/// A cluster.toml `dir/name.toml` for a run in `dir/name` on `data` (hash split, 10% test and
+/// 20% validation), with the `[model]` lines `model` and then `extra`; returns it and the run's
+/// output folder.
+pub fn run_config(
+    dir: &Path,
+    name: &str,
+    data: &Path,
+    model: &str,
+    extra: &str,
+) -> (PathBuf, PathBuf) {
+    let out = dir.join(name);
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &p,
+        format!(
+            "[data]\nroot = {data:?}\n[output]\ndir = {out:?}\n[split]\nstrategy = \"hash\"\n\
+             fractions = [0.1, 0.2]\n{model}{extra}\n"
+        ),
+    )
+    .expect("write the configuration");
+    (p, out)
+}
+
+/// `[cluster]` on a free port, with quick heartbeats, then the lines `more`.
+pub fn cluster_section(min_workers: usize, micro_batch: usize, more: &str) -> String {
+    format!(
+        "[cluster]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"\"\nmin_workers = {min_workers}\n\
+         micro_batch = {micro_batch}\nheartbeat_ms = 100\nworker_timeout_ms = 5000\n{more}"
+    )
+}
+
+/// Runs a coordinator and one worker per entry of `workers` (its extra arguments) to the end;
+/// returns the coordinator's output.
+pub fn run_cluster(cfg: &Path, out: &Path, workers: &[Vec<String>]) -> String {
+    std::fs::create_dir_all(out).expect("output folder");
+    let (mut coord, addr) = start_coordinator(cfg, out.with_extension("coordinator.log"));
+    let mut ws: Vec<Proc> = workers
+        .iter()
+        .enumerate()
+        .map(|(i, args)| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            start_worker(&addr, out.with_extension(format!("worker{i}.log")), &args)
+        })
+        .collect();
+    let text = coord.wait_ok();
+    for w in &mut ws {
+        w.wait_ok();
+    }
+    text
 }

@@ -204,18 +204,8 @@ impl Bench {
     }
 
     fn config(&self, name: &str) -> (PathBuf, PathBuf) {
-        let out = self.dir.join(name);
+        let (p, out) = crate::cluster::run_config(&self.dir, name, &self.data, "", &self.settings);
         std::fs::create_dir_all(&out).expect("output folder");
-        let p = self.dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &p,
-            format!(
-                "[data]\nroot = {:?}\n[output]\ndir = {out:?}\n[split]\nstrategy = \"hash\"\n\
-                 fractions = [0.1, 0.2]\n{}",
-                self.data, self.settings
-            ),
-        )
-        .expect("config");
         (p, out)
     }
 

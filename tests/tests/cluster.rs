@@ -12,13 +12,11 @@ use ecg_proto::v1;
 use ecg_shared::model::state::TensorData;
 use ecg_shared::train::resume::load_train_state;
 use ecg_tests::cluster::{
-    Proc, http_get, start_coordinator, start_coordinator_with, start_worker, synth_cohort,
+    MICRO, cluster_section, http_get, run_cluster, run_config, start_coordinator, start_worker,
+    synth_cohort,
 };
 use ecg_tests::{cmd, run_ok};
 
-/// The smallest network of the seed's shape, for tests about the exchange, not the learning.
-const MICRO: &str =
-    "[model]\nnet_filter_size = [4, 4]\nnet_seq_lengh = [256, 16]\ndropout_rate = 0.1\n";
 /// A network that learns within a few epochs (see tests/train_local.rs).
 const TINY: &str = "[model]\nnet_filter_size = [8, 8, 16, 16]\nnet_seq_lengh = [1024, 1024, 256, 16]\n\
                     dropout_rate = 0.1\n";
@@ -27,57 +25,9 @@ fn cohort(dir: &Path, patients: u32, seed: u32) -> PathBuf {
     synth_cohort(dir, &format!("data{seed}"), patients, seed, 400)
 }
 
-/// A cluster.toml for a run in `dir/name` on `data`, listening on a free port.
-fn config(dir: &Path, name: &str, data: &Path, model: &str, extra: &str) -> (PathBuf, PathBuf) {
-    let out = dir.join(name);
-    let p = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &p,
-        format!(
-            "[data]\nroot = {data:?}\n[output]\ndir = {out:?}\n[split]\nstrategy = \"hash\"\n\
-             fractions = [0.1, 0.2]\n{model}{extra}\n"
-        ),
-    )
-    .unwrap();
-    (p, out)
-}
-
-/// `[cluster]` on a free port, with quick heartbeats.
-fn cluster(min_workers: usize, micro_batch: usize, more: &str) -> String {
-    format!(
-        "[cluster]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"\"\nmin_workers = {min_workers}\n\
-         micro_batch = {micro_batch}\nheartbeat_ms = 100\nworker_timeout_ms = 5000\n{more}"
-    )
-}
-
-/// Runs a coordinator and `workers` workers to the end; returns the coordinator's output.
-fn run_cluster(cfg: &Path, out: &Path, workers: &[Vec<String>]) -> String {
-    std::fs::create_dir_all(out).unwrap();
-    let (mut coord, addr) = start_coordinator(cfg, out.with_extension("coordinator.log"));
-    let mut ws: Vec<Proc> = workers
-        .iter()
-        .enumerate()
-        .map(|(i, args)| {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            start_worker(&addr, out.with_extension(format!("worker{i}.log")), &args)
-        })
-        .collect();
-    let text = coord.wait_ok();
-    for w in &mut ws {
-        w.wait_ok();
-    }
-    text
-}
-
-/// Training exam ids of a run's split.csv.
+/// Training exam ids of a run's split.csv, sorted.
 fn train_ids(out: &Path) -> Vec<i64> {
-    let text = std::fs::read_to_string(out.join("split.csv")).unwrap();
-    let mut ids: Vec<i64> = text
-        .lines()
-        .skip(1)
-        .filter(|l| l.ends_with(",train"))
-        .map(|l| l.split(',').next().unwrap().parse().unwrap())
-        .collect();
+    let mut ids = ecg_tests::faults::train_ids(out);
     ids.sort_unstable();
     ids
 }
@@ -127,19 +77,19 @@ fn two_workers_take_the_steps_of_one_with_twice_the_batch_and_agree_bit_for_bit(
     let tmp = tempfile::tempdir().unwrap();
     let data = cohort(tmp.path(), 40, 1);
     let training = "[training]\nepochs = 2\nbatch_size = 8\nlr = 0.01\n";
-    let (cfg2, out2) = config(
+    let (cfg2, out2) = run_config(
         tmp.path(),
         "two",
         &data,
         MICRO,
-        &format!("{training}{}", cluster(2, 4, "")),
+        &format!("{training}{}", cluster_section(2, 4, "")),
     );
-    let (cfg1, out1) = config(
+    let (cfg1, out1) = run_config(
         tmp.path(),
         "one",
         &data,
         MICRO,
-        &format!("{training}{}", cluster(1, 4, "")),
+        &format!("{training}{}", cluster_section(1, 4, "")),
     );
     let dump = |out: &Path, i: usize| -> Vec<String> {
         vec![
@@ -201,12 +151,12 @@ fn every_training_exam_is_used_once_per_epoch_with_one_two_three_and_a_late_work
     let training = "[training]\nepochs = 2\nbatch_size = 6\n";
     for n in 1..=3usize {
         let name = format!("w{n}");
-        let (cfg, out) = config(
+        let (cfg, out) = run_config(
             tmp.path(),
             &name,
             &data,
             MICRO,
-            &format!("{training}{}", cluster(n, 2, "")),
+            &format!("{training}{}", cluster_section(n, 2, "")),
         );
         let logs: Vec<PathBuf> = (0..n).map(|i| out.join(format!("exams{i}.csv"))).collect();
         let args: Vec<Vec<String>> = logs
@@ -230,14 +180,14 @@ fn every_training_exam_is_used_once_per_epoch_with_one_two_three_and_a_late_work
     }
 
     // A second worker joins a run under way.
-    let (cfg, out) = config(
+    let (cfg, out) = run_config(
         tmp.path(),
         "late",
         &data,
         MICRO,
         &format!(
             "[training]\nepochs = 3\nbatch_size = 2\n{}",
-            cluster(1, 1, "")
+            cluster_section(1, 1, "")
         ),
     );
     std::fs::create_dir_all(&out).unwrap();
@@ -272,14 +222,14 @@ fn every_training_exam_is_used_once_per_epoch_with_one_two_three_and_a_late_work
 fn a_worker_stopped_with_sigterm_finishes_its_step_leaves_and_the_run_goes_on() {
     let tmp = tempfile::tempdir().unwrap();
     let data = cohort(tmp.path(), 40, 7);
-    let (cfg, out) = config(
+    let (cfg, out) = run_config(
         tmp.path(),
         "term",
         &data,
         MICRO,
         &format!(
             "[training]\nepochs = 3\nbatch_size = 2\n{}",
-            cluster(2, 1, "")
+            cluster_section(2, 1, "")
         ),
     );
     std::fs::create_dir_all(&out).unwrap();
@@ -351,14 +301,14 @@ fn a_run_paused_after_a_checkpoint_and_restarted_ends_where_an_uninterrupted_run
     // 8 steps an epoch: pause at step 5 (mid-epoch 0), go on to step 13 (mid-epoch 1, after a
     // validation), and compare with a run that goes to step 13 at once.
     let run = |name: &str, max_steps: u64| {
-        let (cfg, out) = config(
+        let (cfg, out) = run_config(
             tmp.path(),
             name,
             &data,
             MICRO,
             &format!(
                 "[training]\nepochs = 3\nbatch_size = 4\nmax_steps = {max_steps}\n{}",
-                cluster(1, 0, "checkpoint_every_steps = 5\n")
+                cluster_section(1, 0, "checkpoint_every_steps = 5\n")
             ),
         );
         run_cluster(&cfg, &out, &[vec![]]);
@@ -394,14 +344,14 @@ fn a_run_paused_after_a_checkpoint_and_restarted_ends_where_an_uninterrupted_run
 fn training_on_the_synthetic_cohort_lowers_the_validation_loss_every_epoch() {
     let tmp = tempfile::tempdir().unwrap();
     let data = cohort(tmp.path(), 150, 4);
-    let (cfg, out) = config(
+    let (cfg, out) = run_config(
         tmp.path(),
         "learn",
         &data,
         TINY,
         &format!(
             "[training]\nepochs = 3\nbatch_size = 8\nlr = 0.003\n{}",
-            cluster(2, 0, "")
+            cluster_section(2, 0, "")
         ),
     );
     let text = run_cluster(&cfg, &out, &[vec![], vec![]]);
@@ -433,14 +383,14 @@ fn workers_with_the_wrong_token_protocol_or_dataset_are_refused_and_the_run_goes
     let other = cohort(tmp.path(), 31, 6);
     std::fs::write(tmp.path().join("token"), "right-token\n").unwrap();
     std::fs::write(tmp.path().join("wrong"), "wrong-token\n").unwrap();
-    let (cfg, out) = config(
+    let (cfg, out) = run_config(
         tmp.path(),
         "guarded",
         &data,
         MICRO,
         &format!(
             "[training]\nepochs = 1\nbatch_size = 4\n{}",
-            cluster(
+            cluster_section(
                 1,
                 0,
                 &format!("token_file = {:?}\n", tmp.path().join("token"))
@@ -553,57 +503,4 @@ fn workers_with_the_wrong_token_protocol_or_dataset_are_refused_and_the_run_goes
     let text = coord.wait_ok();
     good.wait_ok();
     assert!(text.contains("run over"), "{text}");
-}
-
-#[test]
-fn a_coordinator_started_again_on_a_finished_run_does_nothing_or_lingers_until_sigterm() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = cohort(tmp.path(), 30, 8);
-    let (cfg, out) = config(
-        tmp.path(),
-        "done",
-        &data,
-        MICRO,
-        &format!(
-            "[training]\nepochs = 1\nbatch_size = 8\n{}",
-            cluster(1, 0, "")
-        ),
-    );
-    run_cluster(&cfg, &out, &[vec![]]);
-    let predictions = std::fs::read(out.join("test_predictions.csv")).unwrap();
-    let history = std::fs::read(out.join("history.csv")).unwrap();
-
-    // Started again: nothing to train or predict, it says so and exits 0 without a worker.
-    let (mut again, _) = start_coordinator(&cfg, out.join("again.log"));
-    let text = again.wait_ok();
-    assert!(text.contains("had already finished"), "{text}");
-    assert_eq!(
-        std::fs::read(out.join("test_predictions.csv")).unwrap(),
-        predictions
-    );
-    assert_eq!(std::fs::read(out.join("history.csv")).unwrap(), history);
-
-    // Lingering (as under Kubernetes): it answers until SIGTERM, and so does the worker.
-    let (mut coord, addr) = start_coordinator_with(
-        &cfg,
-        out.join("linger.log"),
-        &[("ECG__CLUSTER__LINGER_AFTER_FINISH", "true")],
-    );
-    coord.wait_for_line("answering until stopped");
-    let mut worker = start_worker(
-        &addr,
-        out.join("linger-worker.log"),
-        &["--linger-after-finish"],
-    );
-    worker.wait_for_line("waiting for SIGTERM");
-    let status = run_ok(cmd("coordinator").args(["status", "--coordinator", &addr]));
-    assert!(status.to_lowercase().contains("finished"), "{status}");
-    worker.signal("TERM");
-    assert!(worker.wait().success());
-    coord.signal("TERM");
-    assert!(coord.wait().success(), "{}", coord.output());
-    assert_eq!(
-        std::fs::read(out.join("test_predictions.csv")).unwrap(),
-        predictions
-    );
 }

@@ -13,14 +13,11 @@ use std::time::{Duration, Instant};
 
 use ecg_proto::v1;
 use ecg_tests::cluster::{
-    Proc, http_get, start_coordinator, start_coordinator_with, start_worker, synth_cohort,
+    MICRO, Proc, http_get, start_coordinator, start_coordinator_with, start_worker, synth_cohort,
 };
 use ecg_tests::tls::{Pki, make};
 use ecg_tests::{cmd, run_err, run_ok};
 
-/// The smallest network of the seed's shape.
-const MICRO: &str =
-    "[model]\nnet_filter_size = [4, 4]\nnet_seq_lengh = [256, 16]\ndropout_rate = 0.1\n";
 /// One short epoch.
 const TRAINING: &str = "[training]\nepochs = 1\nbatch_size = 4\n";
 /// A refused worker must be told within this (it would otherwise retry for 600 s).

@@ -4,14 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use super::{CaseOutcome, run_all};
-use crate::cluster::{start_coordinator, start_worker};
+use crate::cluster::{MICRO, start_coordinator, start_worker};
 
 /// The token of these runs.
 pub const TOKEN: &str = "s3cret-malformed-token";
-
-/// The smallest network of the seed's shape.
-const MICRO: &str =
-    "[model]\nnet_filter_size = [4, 4]\nnet_seq_lengh = [256, 16]\ndropout_rate = 0.1\n";
 
 /// What a live run left.
 pub struct LiveRun {
