@@ -22,6 +22,23 @@ pub fn f32_chunks(values: Vec<f32>, chunk_bytes: usize) -> Vec<(u64, Bytes)> {
         .collect()
 }
 
+/// `values` as one block of little-endian bytes (no copy).
+pub fn f32_bytes(values: Vec<f32>) -> Bytes {
+    Bytes::from_owner(F32Bytes(values))
+}
+
+/// Adds the little-endian floats `data` to `out`, value by value (`data` has `out.len()`).
+pub fn add_le_f32(out: &mut [f32], data: &[u8]) {
+    for (o, b) in out.iter_mut().zip(data.chunks_exact(4)) {
+        *o += f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+}
+
+/// Copies the little-endian floats `data` into `out` (`data` has `out.len()`).
+pub fn copy_le_f32(out: &mut [f32], data: &[u8]) {
+    bytemuck::cast_slice_mut::<f32, u8>(out).copy_from_slice(data);
+}
+
 /// A float vector seen as its bytes.
 struct F32Bytes(Vec<f32>);
 

@@ -138,35 +138,13 @@ impl Adam {
                 grad.len()
             )));
         }
-        let c = self.config;
-        self.state.step += 1;
-        let t = self.state.step as f64;
-        let bias_correction1 = 1.0 - c.beta1.powf(t);
-        let bias_correction2 = 1.0 - c.beta2.powf(t);
-        let step_size = c.lr / bias_correction1;
-        let bias_correction2_sqrt = bias_correction2.sqrt();
-        // The Python scalars as PyTorch hands them to its f32 kernels.
-        let w1 = (1.0 - c.beta1) as f32;
-        let b2 = c.beta2 as f32;
-        let one_minus_b2 = (1.0 - c.beta2) as f32;
-        let bc2_sqrt = bias_correction2_sqrt as f32;
-        let eps = c.eps as f32;
-        let neg_step = (-step_size) as f32;
-        let small_weight = w1.abs() < 0.5;
+        let k = self.next_step();
+        self.state.step = k.step;
         let AdamState {
             exp_avg,
             exp_avg_sq,
             ..
         } = &mut self.state;
-        let k = Coeffs {
-            w1,
-            b2,
-            one_minus_b2,
-            bc2_sqrt,
-            eps,
-            neg_step,
-            small_weight,
-        };
         // Element-wise, so the result does not depend on how the vectors are cut between threads.
         const PIECE: usize = 1 << 16;
         params
@@ -174,12 +152,117 @@ impl Adam {
             .zip(grad.par_chunks(PIECE))
             .zip(exp_avg.par_chunks_mut(PIECE))
             .zip(exp_avg_sq.par_chunks_mut(PIECE))
-            .for_each(|(((ps, gs), ms), vs)| update(ps, gs, ms, vs, &k));
+            .for_each(|(((ps, gs), ms), vs)| update(ps, gs, ms, vs, &k.coeffs));
+        Ok(())
+    }
+
+    /// The scalars of the next step, for taking it piece by piece without changing the
+    /// optimiser: [`Adam::step_piece`] for every piece, then [`Adam::finish_step`].
+    pub fn next_step(&self) -> NextStep {
+        let c = self.config;
+        let step = self.state.step + 1;
+        let t = step as f64;
+        let bias_correction1 = 1.0 - c.beta1.powf(t);
+        let bias_correction2 = 1.0 - c.beta2.powf(t);
+        let step_size = c.lr / bias_correction1;
+        // The Python scalars as PyTorch hands them to its f32 kernels.
+        let w1 = (1.0 - c.beta1) as f32;
+        NextStep {
+            step,
+            coeffs: Coeffs {
+                w1,
+                b2: c.beta2 as f32,
+                one_minus_b2: (1.0 - c.beta2) as f32,
+                bc2_sqrt: bias_correction2.sqrt() as f32,
+                eps: c.eps as f32,
+                neg_step: (-step_size) as f32,
+                small_weight: w1.abs() < 0.5,
+            },
+        }
+    }
+
+    /// Step `k` of the values from `at` on: reads the parameters `params` and the optimiser's
+    /// moments there, and writes the new parameters and moments into the `_out` slices (the
+    /// optimiser keeps its state until [`Adam::finish_step`]). Bit for bit what
+    /// [`Adam::step`] computes for these values.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step_piece(
+        &self,
+        k: &NextStep,
+        at: usize,
+        params: &[f32],
+        grad: &[f32],
+        params_out: &mut [f32],
+        exp_avg_out: &mut [f32],
+        exp_avg_sq_out: &mut [f32],
+    ) -> Result<()> {
+        let len = grad.len();
+        let fits = at.checked_add(len).is_some_and(|end| end <= self.len())
+            && [
+                params.len(),
+                params_out.len(),
+                exp_avg_out.len(),
+                exp_avg_sq_out.len(),
+            ]
+            .iter()
+            .all(|&l| l == len);
+        if !fits || k.step != self.state.step + 1 {
+            return Err(Error::Training(format!(
+                "Adam piece: {len} values at {at} of an optimiser of {} (step {} after {})",
+                self.len(),
+                k.step,
+                self.state.step
+            )));
+        }
+        update_into(
+            params,
+            grad,
+            &self.state.exp_avg[at..at + len],
+            &self.state.exp_avg_sq[at..at + len],
+            Out(params_out, exp_avg_out, exp_avg_sq_out),
+            &k.coeffs,
+        );
+        Ok(())
+    }
+
+    /// Ends step `k` taken piece by piece: `exp_avg` and `exp_avg_sq`, into which every piece
+    /// was written, become the optimiser's moments (and receive the previous ones, to be
+    /// written again at the next step).
+    pub fn finish_step(
+        &mut self,
+        k: NextStep,
+        exp_avg: &mut Vec<f32>,
+        exp_avg_sq: &mut Vec<f32>,
+    ) -> Result<()> {
+        if k.step != self.state.step + 1
+            || exp_avg.len() != self.len()
+            || exp_avg_sq.len() != self.len()
+        {
+            return Err(Error::Training(format!(
+                "Adam: finishing step {} after {} with moments of {} and {} values for {}",
+                k.step,
+                self.state.step,
+                exp_avg.len(),
+                exp_avg_sq.len(),
+                self.len()
+            )));
+        }
+        std::mem::swap(&mut self.state.exp_avg, exp_avg);
+        std::mem::swap(&mut self.state.exp_avg_sq, exp_avg_sq);
+        self.state.step = k.step;
         Ok(())
     }
 }
 
+/// The scalars of one Adam step, from [`Adam::next_step`].
+#[derive(Clone, Debug)]
+pub struct NextStep {
+    step: u64,
+    coeffs: Coeffs,
+}
+
 /// The step's scalars, as the f32 kernels see them.
+#[derive(Clone, Debug)]
 struct Coeffs {
     w1: f32,
     b2: f32,
@@ -190,13 +273,13 @@ struct Coeffs {
     small_weight: bool,
 }
 
-/// One piece of the update, with the CPU's fused multiply-add instruction when it has one
-/// (without it `f32::mul_add` is a library call per element, several times slower). Both paths
-/// compute the same correctly rounded values.
+/// One piece of the update in place, with the CPU's fused multiply-add instruction when it has
+/// one (without it `f32::mul_add` is a library call per element, several times slower). Both
+/// paths compute the same correctly rounded values.
 #[allow(unsafe_code)]
 fn update(ps: &mut [f32], gs: &[f32], ms: &mut [f32], vs: &mut [f32], k: &Coeffs) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if has_fma() {
         // SAFETY: `update_fma` only requires the AVX2 and FMA instructions, which this CPU
         // has (checked just above).
         unsafe { update_fma(ps, gs, ms, vs, k) };
@@ -205,30 +288,73 @@ fn update(ps: &mut [f32], gs: &[f32], ms: &mut [f32], vs: &mut [f32], k: &Coeffs
     update_body(ps, gs, ms, vs, k);
 }
 
+/// The update of one piece written elsewhere: the new values of `ps`, `ms` and `vs` go to
+/// `out`'s three slices (same arithmetic as [`update`]).
+#[allow(unsafe_code)]
+fn update_into(ps: &[f32], gs: &[f32], ms: &[f32], vs: &[f32], out: Out<'_>, k: &Coeffs) {
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        // SAFETY: as in `update`.
+        unsafe { update_into_fma(ps, gs, ms, vs, out, k) };
+        return;
+    }
+    update_into_body(ps, gs, ms, vs, out, k);
+}
+
+/// Where [`update_into`] writes: parameters, first and second moments.
+struct Out<'a>(&'a mut [f32], &'a mut [f32], &'a mut [f32]);
+
+#[cfg(target_arch = "x86_64")]
+fn has_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn update_fma(ps: &mut [f32], gs: &[f32], ms: &mut [f32], vs: &mut [f32], k: &Coeffs) {
     update_body(ps, gs, ms, vs, k);
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn update_into_fma(ps: &[f32], gs: &[f32], ms: &[f32], vs: &[f32], out: Out<'_>, k: &Coeffs) {
+    update_into_body(ps, gs, ms, vs, out, k);
+}
+
 #[inline(always)]
 fn update_body(ps: &mut [f32], gs: &[f32], ms: &mut [f32], vs: &mut [f32], k: &Coeffs) {
     for (((p, &g), m), v) in ps.iter_mut().zip(gs).zip(ms.iter_mut()).zip(vs.iter_mut()) {
-        // exp_avg.lerp_(grad, 1 - beta1), as PyTorch's vectorised lerp (one fused
-        // multiply-add).
-        *m = if k.small_weight {
-            k.w1.mul_add(g - *m, *m)
-        } else {
-            (k.w1 - 1.0).mul_add(g - *m, g)
-        };
-        // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        *v *= k.b2;
-        *v += k.one_minus_b2 * g * g;
-        // denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-        let denom = v.sqrt() / k.bc2_sqrt + k.eps;
-        // param.addcdiv_(exp_avg, denom, value=-step_size)
-        *p += k.neg_step * *m / denom;
+        (*p, *m, *v) = element(*p, g, *m, *v, k);
     }
+}
+
+#[inline(always)]
+fn update_into_body(ps: &[f32], gs: &[f32], ms: &[f32], vs: &[f32], out: Out<'_>, k: &Coeffs) {
+    let Out(po, mo, vo) = out;
+    let ins = ps.iter().zip(gs).zip(ms).zip(vs);
+    let outs = po.iter_mut().zip(mo.iter_mut()).zip(vo.iter_mut());
+    for ((((&p, &g), &m), &v), ((po, mo), vo)) in ins.zip(outs) {
+        (*po, *mo, *vo) = element(p, g, m, v, k);
+    }
+}
+
+/// Adam for one value: the new parameter, first and second moment.
+#[inline(always)]
+fn element(mut p: f32, g: f32, m: f32, mut v: f32, k: &Coeffs) -> (f32, f32, f32) {
+    // exp_avg.lerp_(grad, 1 - beta1), as PyTorch's vectorised lerp (one fused multiply-add).
+    let m = if k.small_weight {
+        k.w1.mul_add(g - m, m)
+    } else {
+        (k.w1 - 1.0).mul_add(g - m, g)
+    };
+    // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    v *= k.b2;
+    v += k.one_minus_b2 * g * g;
+    // denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+    let denom = v.sqrt() / k.bc2_sqrt + k.eps;
+    // param.addcdiv_(exp_avg, denom, value=-step_size)
+    p += k.neg_step * m / denom;
+    (p, m, v)
 }
 
 #[cfg(test)]
@@ -332,6 +458,54 @@ mod tests {
         assert_eq!(bits(&p1), bits(&p2));
         assert_eq!(bits(&p1), bits(&p3));
         assert_eq!(restored, straight);
+    }
+
+    #[test]
+    fn a_step_taken_piece_by_piece_is_the_whole_step_bit_for_bit() {
+        let n = 1000;
+        let gs = grads(4, n);
+        let p0: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+        let mut whole = Adam::new(AdamConfig::default(), n).unwrap();
+        let mut pieces = whole.clone();
+        let mut p1 = p0.clone();
+        let mut p2 = p0;
+        let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
+        for g in &gs {
+            whole.step(&mut p1, g).unwrap();
+            let k = pieces.next_step();
+            let mut out = vec![0.0; n];
+            for at in (0..n).step_by(300) {
+                let end = (at + 300).min(n);
+                let (o, mo, vo) = (&mut out[at..end], &mut m[at..end], &mut v[at..end]);
+                pieces
+                    .step_piece(&k, at, &p2[at..end], &g[at..end], o, mo, vo)
+                    .unwrap();
+            }
+            // Until it is finished, the step has not changed the optimiser.
+            assert_eq!(pieces.state().step, whole.state().step - 1);
+            pieces.finish_step(k, &mut m, &mut v).unwrap();
+            p2 = out;
+        }
+        let bits = |p: &[f32]| p.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&p1), bits(&p2));
+        assert_eq!(pieces, whole);
+        let k = pieces.next_step();
+        let mut o = vec![0.0; 10];
+        let e = pieces
+            .step_piece(
+                &k,
+                995,
+                &p2[..10],
+                &gs[0][..10],
+                &mut o,
+                &mut [0.0; 10],
+                &mut [0.0; 10],
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("10 values at 995"), "{e}");
+        let stale = pieces.next_step();
+        pieces.finish_step(k, &mut m, &mut v).unwrap();
+        assert!(pieces.finish_step(stale, &mut m, &mut v).is_err());
     }
 
     #[test]
