@@ -76,7 +76,7 @@ def ours(work: Path, data: Path, n: int, steps: int) -> dict:
         raise SystemExit(f"coordinator failed:\n{text}")
     line = next(l for l in text.splitlines() if l.startswith("median step "))
     step_ms = float(line.split()[2])
-    reduce_ms = float(line.split("publication ")[1].split()[0])
+    reduce_ms = float(line.split("arrived, ")[1].split()[0])
     parts = {"upload": [], "wait": [], "download": []}
     for i in range(n):
         for row in (out / f"steps{i}.csv").read_text().splitlines():

@@ -11,6 +11,7 @@ use ecg_proto::v1::{self, work_assignment::Kind};
 use ecg_shared::model::batchnorm::BnBatchStats;
 
 use crate::error::Refusal;
+use crate::reduce::Reduction;
 use crate::snapshot::Snapshot;
 
 /// A worker's id in this run.
@@ -83,15 +84,14 @@ pub struct UnitOutcome {
     pub bn: Vec<BnBatchStats>,
 }
 
-/// One accepted upload: the summed gradient of some units.
+/// One accepted upload: the results of some units (their summed gradient is in the step's
+/// [`Reduction`]).
 #[derive(Debug)]
 pub struct Contribution {
     /// Who sent it.
     pub worker: WorkerId,
     /// Its units, in index order.
     pub units: Vec<UnitOutcome>,
-    /// Their summed gradient.
-    pub grad: Vec<f32>,
 }
 
 /// The step in progress.
@@ -112,13 +112,24 @@ pub struct StepWork {
     excluded: BTreeSet<WorkerId>,
     /// Accepted contributions.
     pub contributions: Vec<Contribution>,
+    /// The uploads' gradients and the new parameters reduced from them so far.
+    pub reduction: Reduction,
 }
 
 impl StepWork {
-    /// A step whose units are shared among `workers` workers.
-    pub fn new(epoch: u64, step: u64, units: Vec<v1::WorkUnit>, workers: usize) -> Self {
+    /// A step whose units are shared among `workers` workers, over gradients of `n_values`
+    /// values that travel in chunks of `chunk_bytes`.
+    pub fn new(
+        epoch: u64,
+        step: u64,
+        units: Vec<v1::WorkUnit>,
+        workers: usize,
+        n_values: usize,
+        chunk_bytes: usize,
+    ) -> Self {
         let share = units.len().div_ceil(workers.max(1)).max(1);
         StepWork {
+            reduction: Reduction::new(n_values, chunk_bytes, units.len()),
             epoch,
             step,
             pending: (0..units.len() as u32).collect(),
@@ -145,6 +156,16 @@ impl StepWork {
         self.done.len() == self.units.len()
     }
 
+    /// Whether units wait for a worker to take them.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Whether `w` holds units of the step (assigned, not yet delivered).
+    pub fn holds(&self, w: WorkerId) -> bool {
+        self.assigned.values().any(|(o, _)| *o == w)
+    }
+
     fn held_by(&self, w: WorkerId) -> Vec<u32> {
         self.assigned
             .iter()
@@ -154,6 +175,7 @@ impl StepWork {
     }
 
     fn release(&mut self, w: WorkerId) -> usize {
+        self.reduction.withdraw_worker(w);
         let held = self.held_by(w);
         for &u in held.iter().rev() {
             self.assigned.remove(&u);
@@ -221,6 +243,8 @@ pub struct Core {
     pub phase: Phase,
     /// The newest state.
     pub snapshot: Arc<Snapshot>,
+    /// The generation of its step's reduction (see [`Reduction::generation`]).
+    pub snapshot_generation: u64,
     /// The best state by validation loss, once there is one.
     pub best: Option<Arc<Snapshot>>,
     /// Registered workers.
@@ -249,6 +273,7 @@ impl Core {
         Core {
             phase: Phase::Waiting,
             snapshot,
+            snapshot_generation: 0,
             best: None,
             members: BTreeMap::new(),
             next_id: 1,
@@ -488,6 +513,9 @@ impl Core {
         if let Some(m) = self.members.get_mut(&c.worker) {
             m.steps += 1;
             m.exams += exams;
+        }
+        if let Some(&first) = units.iter().min() {
+            s.reduction.accept(first);
         }
         s.contributions.push(c);
         let latency = first_assigned.elapsed();

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ecg_proto::BEST_VERSION;
 use ecg_proto::v1::PredictPhase;
-use ecg_proto::{BEST_VERSION, CHUNK_BYTES};
 use ecg_shared::model::load_checkpoint;
 use ecg_shared::train::audit;
 use ecg_shared::train::history::write_atomic;
@@ -17,6 +17,7 @@ use crate::Result;
 use crate::core::{Phase, PredictRound, StepWork};
 use crate::hub::Hub;
 use crate::plan::EpochPlan;
+use crate::reduce::Job;
 use crate::snapshot::Snapshot;
 use crate::trainer::{TestFigures, Trainer};
 
@@ -64,11 +65,15 @@ pub struct RunOutcome {
     pub global_step: u64,
     /// Best epoch and its validation loss.
     pub best: Option<(u64, f64)>,
-    /// Median time of a step's reduction, Adam step and publication, in seconds.
+    /// Median time a step spent summing gradients and applying Adam (chunk by chunk, while the
+    /// uploads were still arriving), in seconds.
     pub median_reduce_seconds: Option<f64>,
     /// Median time of a whole step (publication of its work to publication of its result:
     /// the workers' downloads, computation and uploads, and the reduction), in seconds.
     pub median_step_seconds: Option<f64>,
+    /// State downloads: streamed while their step was reduced, of a committed version, and
+    /// ended early (filled in by the server).
+    pub downloads: Option<[u64; 3]>,
 }
 
 /// Runs the training loop over `hub` with `trainer`, reporting through `on_event`.
@@ -82,7 +87,8 @@ pub fn drive(
     if trainer.best_epoch.is_some() {
         let best = load_checkpoint(&trainer.cfg.output.dir.join(files::BEST))?
             .build(&ecg_shared::model::Device::Cpu)?;
-        let snap = Snapshot::new(BEST_VERSION, best.params_flat()?, &best, CHUNK_BYTES);
+        let chunk_bytes = trainer.cfg.cluster.chunk_bytes();
+        let snap = Snapshot::new(BEST_VERSION, best.params_flat()?, &best, chunk_bytes);
         hub.lock().best = Some(Arc::new(snap));
     }
     if let Some(why) = finished_before(&trainer) {
@@ -98,6 +104,7 @@ pub fn drive(
             best: trainer.best_epoch.map(|e| (e, trainer.best)),
             median_reduce_seconds: None,
             median_step_seconds: None,
+            downloads: None,
         });
     }
     println!("waiting for {} worker(s)", c.min_workers);
@@ -135,10 +142,19 @@ pub fn drive(
             }
             let units = trainer.work_units(&plan.units(trainer.step_in_epoch as usize));
             let started = Instant::now();
+            trainer.begin_step();
             {
                 let mut core = hub.lock();
                 let workers = core.members.len();
-                core.step = Some(StepWork::new(epoch, trainer.global_step, units, workers));
+                let n = hub.facts.n_params;
+                core.step = Some(StepWork::new(
+                    epoch,
+                    trainer.global_step,
+                    units,
+                    workers,
+                    n,
+                    c.chunk_bytes(),
+                ));
                 core.phase = Phase::Training;
                 core.progress.epoch = epoch;
                 core.progress.step_in_epoch = trainer.step_in_epoch;
@@ -147,26 +163,26 @@ pub fn drive(
             }
             hub.bump();
             ecg_shared::faults::point("coord.step");
-            let Some(step) = wait_for_step(hub, tick) else {
+            let Some((mut step, reduce_secs)) = reduce_step(hub, tick, &mut trainer)? else {
                 ending = Some(Ending::Stopped(trainer.global_step));
                 break 'epochs;
             };
             ecg_shared::faults::point("coord.reduce");
-            let reduce = Instant::now();
-            let exam_digest = audit::digest(step.delivered_exams());
-            let contributions = step.contributions;
-            let n_contributions = contributions.len() as u64;
-            let (step_number, step_in_epoch) = (trainer.global_step, trainer.step_in_epoch);
-            let done = trainer.commit(contributions)?;
-            ecg_shared::faults::point("coord.commit");
-            let snap = Snapshot::new(
-                trainer.global_step,
-                trainer.params().to_vec(),
-                &trainer.model,
-                CHUNK_BYTES,
-            );
-            let reduce_secs = reduce.elapsed().as_secs_f64();
             reduce_times.push(reduce_secs);
+            let exam_digest = audit::digest(step.delivered_exams());
+            let n_contributions = step.contributions.len() as u64;
+            let (step_number, step_in_epoch) = (trainer.global_step, trainer.step_in_epoch);
+            let generation = step.reduction.generation();
+            let chunks = step.reduction.take_reduced();
+            let done = trainer.commit(&step.contributions, &chunks)?;
+            ecg_shared::faults::point("coord.commit");
+            let snap = Snapshot::from_chunks(
+                trainer.global_step,
+                hub.facts.n_params,
+                chunks,
+                &trainer.model,
+                c.chunk_bytes(),
+            );
             let loss = done.loss_sum / done.exams.max(1) as f64;
             audit::append(
                 &trainer.cfg.output.dir,
@@ -185,6 +201,7 @@ pub fn drive(
             {
                 let mut core = hub.lock();
                 core.snapshot = Arc::new(snap);
+                core.snapshot_generation = generation;
                 core.progress.step_in_epoch = trainer.step_in_epoch;
                 core.progress.last_train_loss = loss;
             }
@@ -298,32 +315,81 @@ pub fn drive(
         best: trainer.best_epoch.map(|e| (e, trainer.best)),
         median_reduce_seconds: median(&mut reduce_times),
         median_step_seconds: median(&mut step_times),
+        downloads: None,
     })
 }
 
-/// Waits until the step under way is complete and takes it; `None` when a stop was asked for
-/// and the step did not complete within one worker timeout after it (the step is abandoned:
-/// its contributions are dropped, the state stays that of the last committed step).
-fn wait_for_step(hub: &Arc<Hub>, tick: Duration) -> Option<StepWork> {
+/// What the driver does next within a step.
+enum Next {
+    /// Reduce this chunk.
+    Reduce(Job),
+    /// Every unit is done and every chunk reduced: commit.
+    Commit(Box<StepWork>),
+    /// A stop was asked for and the step did not complete in time.
+    Abandon,
+}
+
+/// Reduces the step under way chunk by chunk as its uploads arrive (see [`crate::reduce`]),
+/// and takes it once it is complete, with the seconds spent reducing; `None` when a stop was
+/// asked for and the step did not complete within one worker timeout after it (the step is
+/// abandoned: its contributions are dropped, the state stays that of the last committed step).
+fn reduce_step(
+    hub: &Arc<Hub>,
+    tick: Duration,
+    trainer: &mut Trainer,
+) -> Result<Option<(StepWork, f64)>> {
     let mut stop_since: Option<Instant> = None;
-    let step = hub.wait_for(tick, |core| {
-        if core.step.as_ref().is_some_and(StepWork::complete) {
-            return Some(core.step.take());
-        }
-        if hub.stopping() {
-            let since = *stop_since.get_or_insert_with(Instant::now);
-            if core.members.is_empty() || since.elapsed() >= hub.facts.worker_timeout {
-                core.step = None;
-                return Some(None);
+    let mut reducing = Duration::ZERO;
+    loop {
+        let next = hub.wait_for(tick, |core| {
+            if let Some(s) = &core.step {
+                if s.complete() && s.reduction.done() {
+                    return core.step.take().map(|s| Next::Commit(Box::new(s)));
+                }
+                if let Some(job) = s.reduction.job() {
+                    return Some(Next::Reduce(job));
+                }
+            }
+            if hub.stopping() {
+                let since = *stop_since.get_or_insert_with(Instant::now);
+                if core.members.is_empty() || since.elapsed() >= hub.facts.worker_timeout {
+                    core.step = None;
+                    return Some(Next::Abandon);
+                }
+            }
+            None
+        });
+        let job = match next {
+            Next::Reduce(job) => job,
+            Next::Commit(step) => return Ok(Some((*step, reducing.as_secs_f64()))),
+            Next::Abandon => {
+                hub.facts.metrics.fault("aborted_step");
+                println!(
+                    "the step under way was abandoned: it will be done again after the restart"
+                );
+                return Ok(None);
+            }
+        };
+        let started = Instant::now();
+        let reduced = trainer.reduce_chunk(&job);
+        reducing += started.elapsed();
+        {
+            let mut core = hub.lock();
+            let Some(s) = core.step.as_mut() else {
+                continue;
+            };
+            match reduced {
+                Ok(chunk) => {
+                    s.reduction.publish(job.generation, job.index, chunk);
+                }
+                // A sum that is not finite stops the run, unless the uploads it was made of
+                // have changed meanwhile.
+                Err(e) if s.reduction.generation() == job.generation => return Err(e),
+                Err(_) => {}
             }
         }
-        None
-    });
-    if step.is_none() {
-        hub.facts.metrics.fault("aborted_step");
-        println!("the step under way was abandoned: it will be done again after the restart");
+        hub.bump();
     }
-    step
 }
 
 /// Shares `tasks` among the workers and returns the predictions in task order; `None` when a
@@ -365,6 +431,7 @@ fn stopped(trainer: &Trainer, mut reduce_times: Vec<f64>, mut step_times: Vec<f6
         best: trainer.best_epoch.map(|e| (e, trainer.best)),
         median_reduce_seconds: median(&mut reduce_times),
         median_step_seconds: median(&mut step_times),
+        downloads: None,
     }
 }
 

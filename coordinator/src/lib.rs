@@ -24,6 +24,7 @@ pub mod hub;
 pub mod metrics;
 pub mod plan;
 pub mod prepare;
+pub mod reduce;
 pub mod server;
 pub mod service;
 pub mod snapshot;

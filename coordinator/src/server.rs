@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ecg_proto::v1::coordinator_server::CoordinatorServer;
-use ecg_proto::{CHUNK_BYTES, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
+use ecg_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 use ecg_shared::train::history::write_atomic;
 use ecg_shared::train::local::TrainEvent;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -64,14 +64,14 @@ pub fn run_cluster(trainer: Trainer, on_event: &mut dyn FnMut(TrainEvent)) -> Re
             n_files: trainer.data.index.files.len() as u32,
         }),
         heartbeat_ms: c.heartbeat_ms.min(u64::from(u32::MAX)) as u32,
-        chunk_bytes: CHUNK_BYTES as u32,
+        chunk_bytes: c.chunk_bytes() as u32,
     };
     let metrics = Metrics::new();
     let snapshot = Snapshot::new(
         trainer.global_step,
         trainer.params().to_vec(),
         &trainer.model,
-        CHUNK_BYTES,
+        c.chunk_bytes(),
     );
     let facts = RunFacts {
         info,
@@ -222,7 +222,15 @@ pub fn run_cluster(trainer: Trainer, on_event: &mut dyn FnMut(TrainEvent)) -> Re
         Err(e) => tracing::warn!("server task: {e}"),
     }
     runtime.shutdown_timeout(Duration::from_secs(1));
-    outcome
+    let m = &hub.facts.metrics;
+    outcome.map(|o| RunOutcome {
+        downloads: Some([
+            m.state_downloads("during_step"),
+            m.state_downloads("published"),
+            m.state_downloads("abandoned"),
+        ]),
+        ..o
+    })
 }
 
 /// The TLS settings of `[cluster]` as tonic's server configuration, and whether client

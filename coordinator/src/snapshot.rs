@@ -33,6 +33,29 @@ impl Snapshot {
         }
     }
 
+    /// The state made of parameter chunks already cut (`chunk_bytes` apart) and `model`'s
+    /// batch-norm buffers, as version `version`.
+    pub fn from_chunks(
+        version: u64,
+        n_params: usize,
+        chunks: Vec<Bytes>,
+        model: &ResNet1d,
+        chunk_bytes: usize,
+    ) -> Self {
+        let (bn_running, bn_tracked) = model.bn_buffers();
+        Snapshot {
+            version,
+            n_params: n_params as u64,
+            chunks: chunks
+                .into_iter()
+                .enumerate()
+                .map(|(j, c)| ((j * chunk_bytes) as u64, c))
+                .collect(),
+            bn_running,
+            bn_tracked,
+        }
+    }
+
     /// The same state under another version number.
     pub fn relabel(&self, version: u64) -> Self {
         Snapshot {

@@ -6,21 +6,25 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use bytes::Bytes;
+
 use ecg_proto::v1;
 use ecg_shared::config::ClusterConfig;
 use ecg_shared::model::batchnorm::{BnBatchStats, pool_batch_stats};
 use ecg_shared::model::checkpoint::{META_EPOCH, META_VALID_LOSS, save_model};
 use ecg_shared::model::state::{NamedTensor, StateDict, TensorData};
 use ecg_shared::model::{Device, ResNet1d};
+use ecg_shared::train::adam::NextStep;
 use ecg_shared::train::history::{HistoryRow, ValidMetrics, write_atomic, write_history};
 use ecg_shared::train::local::{config_json, files, initial_model, optimizer};
 use ecg_shared::train::resume::{TrainState, load_train_state, save_train_state};
-use ecg_shared::train::{Adam, ReduceLrOnPlateau, StopRule, check_finite, compute_weights};
-use rayon::prelude::*;
+use ecg_shared::train::{Adam, ReduceLrOnPlateau, StopRule, compute_weights};
+use ecg_shared::wire::{add_le_f32, copy_le_f32, f32_bytes};
 
 use crate::core::Contribution;
 use crate::plan::Unit;
 use crate::prepare::Prepared;
+use crate::reduce::Job;
 use crate::{Error, Result};
 
 /// What one committed step did.
@@ -68,6 +72,12 @@ pub struct Trainer {
     pub model: ResNet1d,
     params: Vec<f32>,
     adam: Adam,
+    /// Adam's scalars for the step in progress, and the moments it writes.
+    next: Option<NextStep>,
+    next_exp_avg: Vec<f32>,
+    next_exp_avg_sq: Vec<f32>,
+    /// The summed gradient of the chunk being reduced.
+    scratch: Vec<f32>,
     sched: ReduceLrOnPlateau,
     stop: StopRule,
     /// Logged epochs.
@@ -122,6 +132,10 @@ impl Trainer {
             model,
             params,
             adam,
+            next: None,
+            next_exp_avg: Vec::new(),
+            next_exp_avg_sq: Vec::new(),
+            scratch: Vec::new(),
             sched,
             stop,
             history: Vec::new(),
@@ -299,37 +313,84 @@ impl Trainer {
             .collect()
     }
 
-    /// Reduces a complete step's contributions (in unit order, so the sum does not depend on
-    /// arrival order), pools the batch-norm statistics, applies Adam and advances the cursor.
-    pub fn commit(&mut self, mut contributions: Vec<Contribution>) -> Result<Committed> {
-        contributions.sort_by_key(|c| c.units.first().map_or(u32::MAX, |u| u.index));
+    /// Prepares the step about to be published: Adam's scalars for it, and room for the
+    /// moments it writes.
+    pub fn begin_step(&mut self) {
         let n = self.params.len();
-        if let Some(c) = contributions.iter().find(|c| c.grad.len() != n) {
+        self.next = Some(self.adam.next_step());
+        self.next_exp_avg.resize(n, 0.0);
+        self.next_exp_avg_sq.resize(n, 0.0);
+    }
+
+    /// Reduces one chunk of the step: sums the uploads' pieces (in the order given: unit
+    /// order) and applies Adam to it, returning the new parameters of the chunk. The run's
+    /// state does not change until [`Trainer::commit`].
+    pub fn reduce_chunk(&mut self, job: &Job) -> Result<Bytes> {
+        let Some(k) = &self.next else {
+            return Err(Error::Server("a chunk reduced outside a step".into()));
+        };
+        let Some((first, rest)) = job.parts.split_first() else {
+            return Err(Error::Server("a chunk without uploads".into()));
+        };
+        let len = first.len() / 4;
+        let at = job.at;
+        if rest.iter().any(|p| p.len() != first.len()) || at + len > self.params.len() {
             return Err(Error::Server(format!(
-                "a contribution of {} values for {n} parameters from {}",
-                c.grad.len(),
-                c.worker
+                "chunk {} of {len} values at {at}: pieces of different sizes",
+                job.index
             )));
         }
-        let Some((first, rest)) = contributions.split_first_mut() else {
-            return Err(Error::Server("a step without contributions".into()));
-        };
-        let mut grad = std::mem::take(&mut first.grad);
-        const PIECE: usize = 1 << 16;
-        grad.par_chunks_mut(PIECE).enumerate().for_each(|(i, out)| {
-            let at = i * PIECE;
-            for c in rest.iter() {
-                let len = out.len();
-                for (o, g) in out.iter_mut().zip(&c.grad[at..at + len]) {
-                    *o += g;
-                }
-            }
-        });
-        check_finite(
-            &format!("step {}: summed gradient", self.global_step),
-            self.model.layout(),
+        let mut grad = std::mem::take(&mut self.scratch);
+        grad.resize(len, 0.0);
+        copy_le_f32(&mut grad, first);
+        for p in rest {
+            add_le_f32(&mut grad, p);
+        }
+        if let Some(i) = grad.iter().position(|v| !v.is_finite()) {
+            let flat = at + i;
+            let name = self
+                .model
+                .layout()
+                .entry_at(flat)
+                .map_or(String::new(), |e| {
+                    format!(" ({}[{}])", e.name, flat - e.offset)
+                });
+            return Err(ecg_shared::Error::Training(format!(
+                "step {}: summed gradient: value {} at flat index {flat}{name} is not finite",
+                self.global_step, grad[i]
+            ))
+            .into());
+        }
+        let mut out = vec![0f32; len];
+        let stepped = self.adam.step_piece(
+            k,
+            at,
+            &self.params[at..at + len],
             &grad,
-        )?;
+            &mut out,
+            &mut self.next_exp_avg[at..at + len],
+            &mut self.next_exp_avg_sq[at..at + len],
+        );
+        self.scratch = grad;
+        stepped?;
+        Ok(f32_bytes(out))
+    }
+
+    /// Commits a complete step whose every chunk was reduced into `chunks` (the new
+    /// parameters): pools the units' batch-norm statistics (in unit order), makes the new
+    /// parameters and moments the state and advances the cursor.
+    pub fn commit(
+        &mut self,
+        contributions: &[Contribution],
+        chunks: &[Bytes],
+    ) -> Result<Committed> {
+        let n = self.params.len();
+        let bytes: usize = chunks.iter().map(Bytes::len).sum();
+        if bytes != n * 4 {
+            return Err(Error::Server(format!(
+                "a step reduced to {bytes} bytes for {n} parameters"
+            )));
+        }
         let mut outcomes: Vec<_> = contributions.iter().flat_map(|c| &c.units).collect();
         outcomes.sort_by_key(|u| u.index);
         let layers = self.model.batch_norms().len();
@@ -342,7 +403,18 @@ impl Trainer {
                 })?,
             );
         }
-        self.adam.step(&mut self.params, &grad)?;
+        let k = self
+            .next
+            .take()
+            .ok_or_else(|| Error::Server("a step committed twice".into()))?;
+        self.adam
+            .finish_step(k, &mut self.next_exp_avg, &mut self.next_exp_avg_sq)?;
+        let mut at = 0;
+        for c in chunks {
+            let len = c.len() / 4;
+            copy_le_f32(&mut self.params[at..at + len], c);
+            at += len;
+        }
         // The model's own copy of the parameters is brought up to date only when it is saved
         // (`finish_epoch`): copying 6.9 M values into it every step would cost more than Adam.
         self.model.update_batch_norms(&pooled)?;

@@ -22,7 +22,8 @@ pub const BEST_VERSION: u64 = u64::MAX;
 /// The `have_version` of a worker that holds no state yet.
 pub const NO_VERSION: u64 = u64::MAX - 1;
 
-/// Largest piece of a float vector in one message, in bytes.
+/// Largest piece of a float vector in one message, in bytes, unless the run says otherwise
+/// (`RunInfo.chunk_bytes`, from `cluster.chunk_kib`).
 pub const CHUNK_BYTES: usize = 1 << 20;
 
 /// Message-size limit set on both ends (decoding and encoding): eight chunks' worth, far above

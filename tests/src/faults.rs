@@ -182,11 +182,13 @@ pub struct Bench {
 }
 
 /// The network and schedule of the fault runs: small enough that a run takes seconds, with
-/// several units per step, a checkpoint every three steps and quick failure detection.
+/// several units per step, a checkpoint every three steps, quick failure detection, and 1 KiB
+/// chunks (a dozen per gradient), so that a fault can strike while a step is half reduced.
 pub const SETTINGS: &str = "[model]\nnet_filter_size = [4, 4]\nnet_seq_lengh = [256, 16]\ndropout_rate = 0.1\n\
      [training]\nepochs = 3\nbatch_size = 16\nlr = 0.003\n\
      [cluster]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"\"\nmin_workers = 1\nmicro_batch = 4\n\
-     predict_batch = 16\nheartbeat_ms = 100\nworker_timeout_ms = 1500\ncheckpoint_every_steps = 3\n";
+     predict_batch = 16\nheartbeat_ms = 100\nworker_timeout_ms = 1500\ncheckpoint_every_steps = 3\n\
+     chunk_kib = 1\n";
 
 impl Bench {
     /// A cohort of `patients` patients under `dir`.

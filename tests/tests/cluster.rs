@@ -77,12 +77,15 @@ fn two_workers_take_the_steps_of_one_with_twice_the_batch_and_agree_bit_for_bit(
     let tmp = tempfile::tempdir().unwrap();
     let data = cohort(tmp.path(), 40, 1);
     let training = "[training]\nepochs = 2\nbatch_size = 8\nlr = 0.01\n";
+    // The two workers' run cuts gradients and parameters into 1 KiB chunks (the network has
+    // thousands of parameters), so that it is summed, put through Adam and downloaded chunk by
+    // chunk while the uploads arrive; the lone worker's run has one chunk.
     let (cfg2, out2) = run_config(
         tmp.path(),
         "two",
         &data,
         MICRO,
-        &format!("{training}{}", cluster_section(2, 4, "")),
+        &format!("{training}{}", cluster_section(2, 4, "chunk_kib = 1\n")),
     );
     let (cfg1, out1) = run_config(
         tmp.path(),
@@ -97,8 +100,13 @@ fn two_workers_take_the_steps_of_one_with_twice_the_batch_and_agree_bit_for_bit(
             out.join(format!("states{i}")).display().to_string(),
         ]
     };
-    run_cluster(&cfg2, &out2, &[dump(&out2, 0), dump(&out2, 1)]);
+    let text = run_cluster(&cfg2, &out2, &[dump(&out2, 0), dump(&out2, 1)]);
     run_cluster(&cfg1, &out1, &[dump(&out1, 0)]);
+    let streamed: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("state downloads: "))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no download figures in:\n{text}"));
 
     let (a, b, one) = (
         states(&out2.join("states0")),
@@ -106,6 +114,10 @@ fn two_workers_take_the_steps_of_one_with_twice_the_batch_and_agree_bit_for_bit(
         states(&out1.join("states0")),
     );
     let steps = train_ids(&out1).len().div_ceil(8) as u64 * 2;
+    assert!(
+        streamed >= steps,
+        "only {streamed} downloads of {steps} steps were streamed during their step:\n{text}"
+    );
     // The lone worker held every version. Of two workers, a quick one may take both units
     // of a step (the other had not asked yet) and the other then skips that version; so the
     // two hold every version between them, and the same parameters wherever both hold one.

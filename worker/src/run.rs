@@ -159,6 +159,7 @@ pub fn run(args: &Args) -> Result<()> {
         stop,
         compute: None,
         version: NO_VERSION,
+        chunk_bytes: ecg_proto::CHUNK_BYTES,
         joined: false,
     };
     runtime.block_on(w.run())?;
@@ -191,6 +192,8 @@ struct Worker {
         v1::DatasetFingerprint,
     )>,
     version: u64,
+    /// Bytes per gradient chunk, as the run asks (`RunInfo.chunk_bytes`).
+    chunk_bytes: usize,
     /// Whether the current session registered (so a later failure is a new outage).
     joined: bool,
 }
@@ -256,6 +259,15 @@ impl Worker {
             Ok(r) => r.into_inner(),
             Err(s) => return self.fail(s),
         };
+        let chunk = info.chunk_bytes as usize;
+        if chunk == 0 || !chunk.is_multiple_of(4) || chunk > ecg_proto::MAX_MESSAGE_BYTES / 2 {
+            return Err(Error::Protocol(format!(
+                "the run's chunk size of {chunk} bytes is not a positive multiple of 4 of at \
+                 most {} bytes",
+                ecg_proto::MAX_MESSAGE_BYTES / 2
+            )));
+        }
+        self.chunk_bytes = chunk;
         let compute = self.compute_for(&info).await?;
         ecg_shared::faults::point("worker.register");
         let fingerprint = compute.1.clone();

@@ -115,9 +115,15 @@ pub fn run(args: &Args) -> Result<()> {
     );
     if let (Some(s), Some(r)) = (outcome.median_step_seconds, outcome.median_reduce_seconds) {
         println!(
-            "median step {:.2} ms, of which reduction, Adam and publication {:.2} ms",
+            "median step {:.2} ms; summing and Adam, as the gradients arrived, {:.2} ms",
             s * 1e3,
             r * 1e3
+        );
+    }
+    if let Some([during, published, early]) = outcome.downloads {
+        println!(
+            "state downloads: {during} streamed while their step was reduced, {published} of a \
+             committed version, {early} ended early"
         );
     }
     if let Some((e, loss)) = outcome.best {

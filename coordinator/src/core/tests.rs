@@ -42,7 +42,6 @@ fn contribution(w: WorkerId, units: &[u32], exams: u64) -> Contribution {
                 bn: Vec::new(),
             })
             .collect(),
-        grad: vec![0.0; 4],
     }
 }
 
@@ -53,7 +52,14 @@ fn units_are_shared_resent_and_returned_when_a_worker_leaves() {
         core.register("a".into(), "cpu".into()),
         core.register("b".into(), "cpu".into()),
     );
-    core.step = Some(StepWork::new(0, 7, (0..4).map(|i| unit(i, 2)).collect(), 2));
+    core.step = Some(StepWork::new(
+        0,
+        7,
+        (0..4).map(|i| unit(i, 2)).collect(),
+        2,
+        4,
+        16,
+    ));
     let ua = core.assign(a).expect("work for a");
     assert_eq!(ua.version, 7);
     assert_eq!(train_units(&ua), vec![0, 1]);
@@ -80,7 +86,14 @@ fn uploads_are_checked_against_step_and_assignment() {
         core.register("a".into(), "cpu".into()),
         core.register("b".into(), "cpu".into()),
     );
-    core.step = Some(StepWork::new(0, 3, (0..2).map(|i| unit(i, 2)).collect(), 2));
+    core.step = Some(StepWork::new(
+        0,
+        3,
+        (0..2).map(|i| unit(i, 2)).collect(),
+        2,
+        4,
+        16,
+    ));
     core.assign(a);
     core.assign(b);
     assert_eq!(
@@ -168,7 +181,14 @@ fn a_straggler_past_the_deadline_loses_its_units_to_another_worker() {
         core.register("a".into(), "cpu".into()),
         core.register("b".into(), "cpu".into()),
     );
-    core.step = Some(StepWork::new(0, 5, (0..4).map(|i| unit(i, 2)).collect(), 2));
+    core.step = Some(StepWork::new(
+        0,
+        5,
+        (0..4).map(|i| unit(i, 2)).collect(),
+        2,
+        4,
+        16,
+    ));
     assert_eq!(train_units(&core.assign(a).unwrap()), vec![0, 1]);
     assert_eq!(train_units(&core.assign(b).unwrap()), vec![2, 3]);
     assert!(
@@ -206,7 +226,7 @@ fn a_lone_straggler_keeps_its_units_and_the_automatic_deadline_follows_latency()
         core.step_deadline(Duration::from_secs(2), floor),
         Some(Duration::from_secs(2))
     );
-    core.step = Some(StepWork::new(0, 0, vec![unit(0, 2)], 1));
+    core.step = Some(StepWork::new(0, 0, vec![unit(0, 2)], 1, 4, 16));
     assert_eq!(train_units(&core.assign(a).unwrap()), vec![0]);
     assert!(
         core.revoke_late(Duration::ZERO).is_empty(),

@@ -77,6 +77,7 @@ struct State {
     validation: Option<(u64, f64, f64)>,
     rejected: BTreeMap<&'static str, u64>,
     faults: BTreeMap<&'static str, u64>,
+    downloads: BTreeMap<&'static str, u64>,
 }
 
 /// The coordinator's metrics registry; cheap to update from any thread.
@@ -107,6 +108,7 @@ impl Metrics {
                 validation: None,
                 rejected: BTreeMap::new(),
                 faults: BTreeMap::new(),
+                downloads: BTreeMap::new(),
             }),
         })
     }
@@ -205,6 +207,18 @@ impl Metrics {
     /// `aborted_step`).
     pub fn fault(&self, kind: &'static str) {
         *self.lock().faults.entry(kind).or_insert(0) += 1;
+    }
+
+    /// A state download ended: `kind` is `during_step` (streamed while its step was reduced,
+    /// and complete), `abandoned` (such a download ended early; the worker asks NextWork) or
+    /// `published` (a committed version).
+    pub fn state_download(&self, kind: &'static str) {
+        *self.lock().downloads.entry(kind).or_insert(0) += 1;
+    }
+
+    /// State downloads of `kind` so far (see [`Metrics::state_download`]).
+    pub fn state_downloads(&self, kind: &str) -> u64 {
+        self.lock().downloads.get(kind).copied().unwrap_or(0)
     }
 
     /// The exposition document, text format 0.0.4.
@@ -340,6 +354,17 @@ impl Metrics {
             );
             for (kind, n) in &s.faults {
                 w.sample("ecg_faults_total", &[("kind", kind)], &count(*n));
+            }
+        }
+        if !s.downloads.is_empty() {
+            w.header(
+                "ecg_state_downloads_total",
+                Kind::Counter,
+                "State downloads, by kind: during_step (streamed while the step was reduced), \
+                 abandoned (such a download ended early), published (a committed version).",
+            );
+            for (kind, n) in &s.downloads {
+                w.sample("ecg_state_downloads_total", &[("kind", kind)], &count(*n));
             }
         }
         w.finish()

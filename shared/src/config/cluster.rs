@@ -46,6 +46,10 @@ pub struct ClusterSection {
     /// late upload is refused. 0: automatic, ten times the median time from assignment to
     /// upload of the recent steps, and never less than `worker_timeout_ms`.
     pub step_deadline_ms: u64,
+    /// Size of the pieces, in KiB, that gradients and parameters travel in (1 to 4096). The
+    /// coordinator sums and applies Adam piece by piece as the uploads arrive, and the new
+    /// parameters go out piece by piece while later pieces are still coming in.
+    pub chunk_kib: usize,
     /// After the run is over, keep answering (workers are told it is over, `status` says
     /// so) until SIGTERM instead of exiting; a coordinator started again on a finished run does
     /// the same. For Kubernetes, where an exited pod is started again.
@@ -68,6 +72,7 @@ impl Default for ClusterSection {
             worker_timeout_ms: 10_000,
             checkpoint_every_steps: 500,
             step_deadline_ms: 0,
+            chunk_kib: 1024,
             linger_after_finish: false,
         }
     }
@@ -151,10 +156,25 @@ impl ClusterSection {
                 ),
             );
         }
+        if !(1..=MAX_CHUNK_KIB).contains(&self.chunk_kib) {
+            return bad(
+                "cluster.chunk_kib",
+                format!("{} must be from 1 to {MAX_CHUNK_KIB}", self.chunk_kib),
+            );
+        }
         self.tls()?;
         Ok(())
     }
+
+    /// `chunk_kib` in bytes.
+    pub fn chunk_bytes(&self) -> usize {
+        self.chunk_kib << 10
+    }
 }
+
+/// Largest `cluster.chunk_kib`: a chunk and its message's other fields stay far below the
+/// gRPC message-size limit (8 MiB).
+pub const MAX_CHUNK_KIB: usize = 4096;
 
 /// The coordinator's TLS material, as read from the `cluster.tls_*` files (PEM bytes).
 pub struct TlsPem {

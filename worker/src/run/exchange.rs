@@ -104,7 +104,7 @@ impl Worker {
             offset: 0,
             data: Default::default(),
         }];
-        for (offset, data) in f32_chunks(result.grad, ecg_proto::CHUNK_BYTES) {
+        for (offset, data) in f32_chunks(result.grad, self.chunk_bytes) {
             msgs.push(v1::GradientUpload {
                 header: None,
                 offset,
@@ -119,9 +119,46 @@ impl Worker {
             }
             m
         });
-        client.push_gradients(tokio_stream::iter(msgs)).await?;
-        ecg_shared::faults::point("worker.uploaded");
-        let upload_ms = upload.elapsed().as_secs_f64() * 1e3;
+        // The state this step makes is downloaded while the upload goes on: the coordinator
+        // sums and applies Adam chunk by chunk as the uploads arrive and streams the new
+        // parameters as they are made; they are installed once the step has committed. When
+        // that cannot be (units of the step wait for a worker, or the reduction started over),
+        // NextWork says what to do and the state is downloaded then.
+        let mut down_client = client.clone();
+        let uploading = async move {
+            client.push_gradients(tokio_stream::iter(msgs)).await?;
+            ecg_shared::faults::point("worker.uploaded");
+            Ok::<_, Status>(upload.elapsed())
+        };
+        let (uploaded, downloaded) = {
+            let downloading = self.download(&mut down_client, run_id, id, t.step + 1, compute);
+            tokio::pin!(uploading, downloading);
+            let mut downloaded = None;
+            let uploaded = loop {
+                tokio::select! {
+                    up = &mut uploading => break up?,
+                    down = &mut downloading, if downloaded.is_none() => downloaded = Some(down),
+                }
+            };
+            let downloaded = match downloaded {
+                Some(d) => d,
+                None => downloading.await,
+            };
+            (uploaded, downloaded)
+        };
+        let upload_ms = uploaded.as_secs_f64() * 1e3;
+        // The download's time beyond the upload's (the reduction's tail and the last chunks).
+        let download_ms = match downloaded {
+            Ok(_) => download_ms + (upload.elapsed().as_secs_f64() * 1e3 - upload_ms).max(0.0),
+            Err(why) => {
+                tracing::debug!(
+                    "state version {} not taken during the reduction: {}",
+                    t.step + 1,
+                    why.map_or_else(|| "malformed".to_string(), |s| s.message().to_string())
+                );
+                download_ms
+            }
+        };
         let exams: usize = t.units.iter().map(|u| u.exam_ids.len()).sum();
         if let Some(p) = &self.args.exam_log {
             let mut text = String::new();
