@@ -2,21 +2,23 @@
 //! [`Core`](crate::core::Core) and answers; refusals become the status of their kind (see
 //! [`Refusal`]) and are counted in `/metrics`. The token is checked before any handler runs,
 //! by [`check_token`].
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use ecg_proto::v1::{self, coordinator_server::Coordinator, work_assignment::Kind};
 use ecg_proto::{BEST_VERSION, PROTOCOL_VERSION};
 use ecg_shared::model::batchnorm::BnBatchStats;
-use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::core::{Contribution, Core, UnitOutcome, WorkerId};
+use crate::core::{Contribution, UnitOutcome, WorkerId};
 use crate::error::{Refusal, shown};
 use crate::hub::Hub;
-use crate::snapshot::Snapshot;
+
+mod download;
+mod upload;
+
+use download::{StateStream, state_chunk};
+use upload::{Upload, first_non_finite};
 
 /// Longest a NextWork request is held without work.
 const MAX_WAIT: Duration = Duration::from_secs(5);
@@ -181,7 +183,9 @@ impl CoordinatorService {
         let accepted = outcomes.len() as u32;
         let latency = {
             let mut core = self.hub.lock();
-            upload.check_complete(&core).map_err(|r| self.refuse(r))?;
+            upload
+                .check_complete(&mut core)
+                .map_err(|r| self.refuse(r))?;
             core.accept(
                 header.step,
                 Contribution {
@@ -197,262 +201,6 @@ impl CoordinatorService {
         m.exchange(w.0, upload_time.as_secs_f64(), (n * 4) as u64);
         m.worker_step(w.0, latency.as_secs_f64());
         Ok(accepted)
-    }
-}
-
-/// An upload under way in the step's [`Reduction`](crate::reduce::Reduction): withdrawn from
-/// it when dropped before [`Upload::keep`] (refused, broken off, or its stream dropped), so that
-/// nothing reduced with its chunks survives.
-struct Upload<'a> {
-    hub: &'a Hub,
-    step: u64,
-    key: u32,
-    serial: u64,
-    worker: WorkerId,
-    kept: bool,
-}
-
-impl<'a> Upload<'a> {
-    /// Starts the upload of `worker` for `units` (checked again, under the same lock, so
-    /// that the reduction only ever holds uploads of units their worker holds).
-    fn begin(hub: &'a Hub, step: u64, worker: WorkerId, units: &[u32]) -> Result<Self, Refusal> {
-        let mut core = hub.lock();
-        core.check_upload(worker, step, units)?;
-        let s = core
-            .step
-            .as_mut()
-            .filter(|s| s.step == step)
-            .ok_or(Refusal::NoStep { got: step })?;
-        let key = units.iter().copied().min().unwrap_or_default();
-        let serial = s.reduction.begin(key, worker, units.len());
-        Ok(Upload {
-            hub,
-            step,
-            key,
-            serial,
-            worker,
-            kept: false,
-        })
-    }
-
-    /// Adds the next chunk; refused when misplaced, or when the worker was dropped from the
-    /// step meanwhile. True when a chunk is now ready to reduce.
-    fn push(&self, offset: u64, data: bytes::Bytes) -> Result<bool, Refusal> {
-        let mut core = self.hub.lock();
-        core.touch(self.worker)?;
-        let s = core
-            .step
-            .as_mut()
-            .filter(|s| s.step == self.step)
-            .ok_or(Refusal::NoStep { got: self.step })?;
-        match s.reduction.push(self.key, self.serial, offset, data) {
-            Ok(true) => Ok(s.reduction.job().is_some()),
-            Ok(false) => Err(Refusal::NotAssigned {
-                step: self.step,
-                unit: self.key,
-            }),
-            Err(e) => Err(Refusal::BadUpload(e)),
-        }
-    }
-
-    fn check_complete(&self, core: &crate::core::Core) -> Result<(), Refusal> {
-        let s = core
-            .step
-            .as_ref()
-            .filter(|s| s.step == self.step)
-            .ok_or(Refusal::NoStep { got: self.step })?;
-        let want = s.reduction.n_chunks();
-        match s.reduction.received(self.key, self.serial) {
-            Some(got) if got == want => Ok(()),
-            Some(got) => Err(Refusal::BadUpload(format!(
-                "{got} of the gradient's {want} chunks arrived"
-            ))),
-            None => Err(Refusal::NotAssigned {
-                step: self.step,
-                unit: self.key,
-            }),
-        }
-    }
-
-    /// The upload was accepted: it stays in the reduction.
-    fn keep(mut self) {
-        self.kept = true;
-    }
-}
-
-impl Drop for Upload<'_> {
-    fn drop(&mut self) {
-        if self.kept {
-            return;
-        }
-        {
-            let mut core = self.hub.lock();
-            if let Some(s) = core.step.as_mut().filter(|s| s.step == self.step) {
-                s.reduction.withdraw(self.key, self.serial);
-            }
-        }
-        self.hub.bump();
-    }
-}
-
-/// Index of the first value of `data` (little-endian f32) that is NaN or infinite.
-fn first_non_finite(data: &[u8]) -> Option<usize> {
-    const EXP: u32 = 0x7f80_0000;
-    let bad = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & EXP == EXP;
-    // Branch-free over blocks (the common case: all finite), then the position.
-    let any = data
-        .chunks(4096)
-        .any(|block| block.chunks_exact(4).fold(false, |acc, b| acc | bad(b)));
-    if !any {
-        return None;
-    }
-    data.chunks_exact(4).position(bad)
-}
-
-type StateStream = Pin<Box<dyn Stream<Item = Result<v1::StateChunk, Status>> + Send>>;
-
-/// What a download of the next state version finds on a look at the core.
-enum NextState {
-    /// Chunks reduced since the last look (perhaps none), at their byte offsets.
-    Chunks(Vec<(u64, Bytes)>),
-    /// The step committed: its snapshot.
-    Committed(Arc<Snapshot>),
-    /// The download cannot go on (the worker should ask NextWork).
-    End(Status),
-}
-
-impl CoordinatorService {
-    /// The download of version `version` by `w` while the step that makes it is under way:
-    /// its parameters chunk by chunk as they are reduced, then the batch-norm buffers once the
-    /// step has committed. It ends ABORTED when reduction starts over (an upload was
-    /// withdrawn), when units of the step wait for a worker while `w` holds none (it can take
-    /// them), or after `MAX_WAIT` without a new chunk; the worker then asks NextWork.
-    fn next_state(&self, w: WorkerId, version: u64) -> StateStream {
-        let hub = Arc::clone(&self.hub);
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
-            let mut sent = 0usize;
-            let mut generation = None;
-            loop {
-                let (found, mut changed) = {
-                    let core = hub.lock();
-                    (
-                        look(&core, w, version, sent, &mut generation),
-                        hub.subscribe(),
-                    )
-                };
-                let chunks = match found {
-                    NextState::Chunks(c) => c,
-                    NextState::End(status) => {
-                        hub.facts.metrics.state_download("abandoned");
-                        let _ = tx.send(Err(status)).await;
-                        return;
-                    }
-                    NextState::Committed(snap) => {
-                        let n = snap.n_params;
-                        let mut msgs: Vec<v1::StateChunk> = snap.chunks
-                            [sent.min(snap.chunks.len())..]
-                            .iter()
-                            .map(|(offset, data)| state_chunk(version, n, *offset, data.clone()))
-                            .collect();
-                        let mut last = state_chunk(version, n, n * 4, Bytes::new());
-                        last.bn_running = snap.bn_running.clone();
-                        last.bn_batches_tracked = snap.bn_tracked.clone();
-                        msgs.push(last);
-                        for m in msgs {
-                            if tx.send(Ok(m)).await.is_err() {
-                                return;
-                            }
-                        }
-                        hub.facts.metrics.state_download("during_step");
-                        return;
-                    }
-                };
-                if chunks.is_empty() {
-                    let waited = tokio::time::timeout(MAX_WAIT, changed.changed()).await;
-                    if waited.is_err() {
-                        hub.facts.metrics.state_download("abandoned");
-                        let _ = tx
-                            .send(Err(Status::aborted(format!(
-                                "state version {version}: no progress for {MAX_WAIT:?}; ask NextWork"
-                            ))))
-                            .await;
-                        return;
-                    }
-                    continue;
-                }
-                let n = hub.facts.n_params as u64;
-                for (offset, data) in chunks {
-                    sent += 1;
-                    if tx
-                        .send(Ok(state_chunk(version, n, offset, data)))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            }
-        });
-        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
-    }
-}
-
-/// One look at the core for a download of `version` by `w` that has sent `sent` chunks
-/// reduced in `generation` (noted at the first look).
-fn look(
-    core: &Core,
-    w: WorkerId,
-    version: u64,
-    sent: usize,
-    generation: &mut Option<u64>,
-) -> NextState {
-    let restarted = || {
-        NextState::End(Status::aborted(format!(
-            "state version {version}: the reduction started over; ask NextWork"
-        )))
-    };
-    if core.version() == version {
-        if generation.is_some_and(|g| g != core.snapshot_generation) {
-            return restarted();
-        }
-        return NextState::Committed(Arc::clone(&core.snapshot));
-    }
-    let Some(s) = core.step.as_ref().filter(|s| s.step + 1 == version) else {
-        if core.step.is_none() && core.version() + 1 == version && generation.is_some() {
-            // Taken by the driver, being committed: the version is published next.
-            return NextState::Chunks(Vec::new());
-        }
-        return NextState::End(Refusal::NoVersion(version).into());
-    };
-    if s.has_pending() && !s.holds(w) {
-        return NextState::End(Status::aborted(format!(
-            "step {}: units wait for a worker; ask NextWork",
-            s.step
-        )));
-    }
-    let g = s.reduction.generation();
-    if *generation.get_or_insert(g) != g {
-        return restarted();
-    }
-    NextState::Chunks(
-        s.reduction
-            .reduced_from(sent)
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (s.reduction.offset(sent + i), c.clone()))
-            .collect(),
-    )
-}
-
-fn state_chunk(version: u64, n_params: u64, offset: u64, data: Bytes) -> v1::StateChunk {
-    v1::StateChunk {
-        version,
-        n_params,
-        bn_running: Vec::new(),
-        bn_batches_tracked: Vec::new(),
-        offset,
-        data,
     }
 }
 
@@ -553,23 +301,12 @@ impl Coordinator for CoordinatorService {
         let n = snap.chunks.len();
         let chunks = (0..n.max(1)).map(move |i| {
             let (offset, data) = snap.chunks.get(i).cloned().unwrap_or_default();
-            let first = i == 0;
-            Ok(v1::StateChunk {
-                version: snap.version,
-                n_params: snap.n_params,
-                bn_running: if first {
-                    snap.bn_running.clone()
-                } else {
-                    Vec::new()
-                },
-                bn_batches_tracked: if first {
-                    snap.bn_tracked.clone()
-                } else {
-                    Vec::new()
-                },
-                offset,
-                data,
-            })
+            let mut c = state_chunk(snap.version, snap.n_params, offset, data);
+            if i == 0 {
+                c.bn_running = snap.bn_running.clone();
+                c.bn_batches_tracked = snap.bn_tracked.clone();
+            }
+            Ok(c)
         });
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
