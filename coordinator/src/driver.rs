@@ -74,6 +74,9 @@ pub struct RunOutcome {
     /// State downloads: streamed while their step was reduced, of a committed version, and
     /// ended early (filled in by the server).
     pub downloads: Option<[u64; 3]>,
+    /// Bytes of gradient and of parameter chunks passed through shared memory (filled in by
+    /// the server).
+    pub shared_memory_bytes: Option<[u64; 2]>,
 }
 
 /// Runs the training loop over `hub` with `trainer`, reporting through `on_event`.
@@ -105,6 +108,7 @@ pub fn drive(
             median_reduce_seconds: None,
             median_step_seconds: None,
             downloads: None,
+            shared_memory_bytes: None,
         });
     }
     println!("waiting for {} worker(s)", c.min_workers);
@@ -316,6 +320,7 @@ pub fn drive(
         median_reduce_seconds: median(&mut reduce_times),
         median_step_seconds: median(&mut step_times),
         downloads: None,
+        shared_memory_bytes: None,
     })
 }
 
@@ -432,6 +437,7 @@ fn stopped(trainer: &Trainer, mut reduce_times: Vec<f64>, mut step_times: Vec<f6
         median_reduce_seconds: median(&mut reduce_times),
         median_step_seconds: median(&mut step_times),
         downloads: None,
+        shared_memory_bytes: None,
     }
 }
 

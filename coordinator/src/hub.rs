@@ -30,6 +30,8 @@ pub struct RunFacts {
     pub linger_after_finish: bool,
     /// The metrics.
     pub metrics: Arc<Metrics>,
+    /// Shared-memory segments of the workers on this host.
+    pub segments: crate::segments::Segments,
 }
 
 /// The shared state of one run.

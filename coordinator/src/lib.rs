@@ -9,6 +9,7 @@
 //! - [`core`]: members, the step and the prediction round in progress, published states.
 //! - [`hub`]: the core shared between the handlers and the driver, and how they wake.
 //! - [`snapshot`]: a published state version, ready to stream.
+//! - [`segments`]: shared-memory segments of the workers on the coordinator's host.
 //! - [`service`]: the gRPC handlers and the token check.
 //! - [`guard`]: counts and logs the refusals made by the transport (oversized messages).
 //! - [`driver`]: the run's loop of steps, validations and the test.
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod plan;
 pub mod prepare;
 pub mod reduce;
+pub mod segments;
 pub mod server;
 pub mod service;
 pub mod snapshot;

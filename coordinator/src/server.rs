@@ -5,6 +5,7 @@
 //! the [`driver`](crate::driver) on its own thread, and shuts the server down when the run
 //! ends.
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use crate::core::Core;
 use crate::driver::{RunOutcome, drive};
 use crate::hub::{Hub, RunFacts};
 use crate::metrics::{Metrics, serve_metrics};
+use crate::segments::Segments;
 use crate::service::{CoordinatorService, check_token};
 use crate::snapshot::Snapshot;
 use crate::trainer::Trainer;
@@ -88,6 +90,10 @@ pub fn run_cluster(trainer: Trainer, on_event: &mut dyn FnMut(TrainEvent)) -> Re
         step_deadline: Duration::from_millis(c.step_deadline_ms),
         linger_after_finish: c.linger_after_finish,
         metrics: Arc::clone(&metrics),
+        segments: Segments::new(
+            c.shared_memory_dir().map(Path::to_path_buf),
+            trainer.params().len(),
+        ),
     };
     let hub = Arc::new(Hub::new(Core::new(Arc::new(snapshot)), facts));
 
@@ -229,6 +235,7 @@ pub fn run_cluster(trainer: Trainer, on_event: &mut dyn FnMut(TrainEvent)) -> Re
             m.state_downloads("published"),
             m.state_downloads("abandoned"),
         ]),
+        shared_memory_bytes: Some([m.shared_memory_bytes("up"), m.shared_memory_bytes("down")]),
         ..o
     })
 }

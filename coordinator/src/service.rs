@@ -5,9 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use ecg_proto::v1::{self, coordinator_server::Coordinator, work_assignment::Kind};
 use ecg_proto::{BEST_VERSION, PROTOCOL_VERSION};
 use ecg_shared::model::batchnorm::BnBatchStats;
+use ecg_shared::shm::{Region, Segment};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::core::{Contribution, UnitOutcome, WorkerId};
@@ -17,7 +19,7 @@ use crate::hub::Hub;
 mod download;
 mod upload;
 
-use download::{StateStream, state_chunk};
+use download::{ChunkOut, StateStream};
 use upload::{Upload, first_non_finite};
 
 /// Longest a NextWork request is held without work.
@@ -62,6 +64,13 @@ impl CoordinatorService {
             }));
         }
         Ok(())
+    }
+
+    /// Drops the shared-memory segments of workers that are no longer members.
+    fn forget_segments(&self) {
+        let members: std::collections::HashSet<WorkerId> =
+            self.hub.lock().members.keys().copied().collect();
+        self.hub.facts.segments.retain(|w| members.contains(&w));
     }
 
     /// Checks run and membership, noting the worker alive.
@@ -123,16 +132,50 @@ impl CoordinatorService {
         })
     }
 
+    /// The bytes of an upload's chunk: its `data`, or its copy from the worker's segment.
+    fn upload_data(
+        &self,
+        segment: Option<&Segment>,
+        msg: v1::GradientUpload,
+    ) -> Result<Bytes, Refusal> {
+        if msg.shared_len == 0 {
+            return Ok(msg.data);
+        }
+        let len = msg.shared_len as usize;
+        let bad = |why: String| Err(Refusal::BadUpload(why));
+        if !msg.data.is_empty() {
+            return bad(format!(
+                "the chunk at byte {} has both data and a shared length",
+                msg.offset
+            ));
+        }
+        let Some(segment) = segment else {
+            return bad("a shared-memory chunk from a worker that was offered no segment".into());
+        };
+        if len > self.hub.facts.info.chunk_bytes as usize {
+            return bad(format!(
+                "a shared-memory chunk of {len} bytes, above the chunk size of {}",
+                self.hub.facts.info.chunk_bytes
+            ));
+        }
+        let mut buf = vec![0u8; len];
+        if let Err(e) = segment.read(Region::Upload, msg.offset, &mut buf, msg.shared_sum) {
+            return bad(e.to_string());
+        }
+        self.hub.facts.metrics.shared_memory("up", len as u64);
+        Ok(Bytes::from(buf))
+    }
+
     async fn receive_upload(
         &self,
         mut stream: Streaming<v1::GradientUpload>,
     ) -> Result<u32, Status> {
         let started = Instant::now();
-        let first = stream
+        let mut first = stream
             .message()
             .await?
             .ok_or_else(|| self.refuse(Refusal::BadUpload("an empty upload".into())))?;
-        let header = first.header.ok_or_else(|| {
+        let header = first.header.take().ok_or_else(|| {
             self.refuse(Refusal::BadUpload("the first message has no header".into()))
         })?;
         let w = self.member(&header.run_id, header.worker_id)?;
@@ -154,19 +197,25 @@ impl CoordinatorService {
         }
         let upload =
             Upload::begin(&self.hub, header.step, w, &units).map_err(|r| self.refuse(r))?;
-        let mut next =
-            (!first.data.is_empty() || first.offset != 0).then_some((first.offset, first.data));
+        let segment = self.hub.facts.segments.get(w);
+        let has_chunk =
+            |m: &v1::GradientUpload| !m.data.is_empty() || m.offset != 0 || m.shared_len != 0;
+        let mut next = has_chunk(&first).then_some(first);
         loop {
-            let (offset, data) = match next.take() {
-                Some(chunk) => chunk,
+            let msg = match next.take() {
+                Some(msg) => msg,
                 None => match stream.message().await? {
                     None => break,
                     Some(msg) if msg.header.is_some() => {
                         return Err(self.refuse(Refusal::BadUpload("a second header".into())));
                     }
-                    Some(msg) => (msg.offset, msg.data),
+                    Some(msg) => msg,
                 },
             };
+            let offset = msg.offset;
+            let data = self
+                .upload_data(segment.as_ref().map(|s| &s.segment), msg)
+                .map_err(|r| self.refuse(r))?;
             if let Some(i) = first_non_finite(&data) {
                 let at = offset / 4 + i as u64;
                 let bad = f32::from_le_bytes(data[i * 4..i * 4 + 4].try_into().unwrap_or_default());
@@ -218,6 +267,7 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<v1::RegisterRequest>,
     ) -> Result<Response<v1::RegisterResponse>, Status> {
+        let (local, remote) = (request.local_addr(), request.remote_addr());
         let r = request.into_inner();
         self.check_version(r.protocol_version)?;
         let got = r
@@ -253,13 +303,25 @@ impl Coordinator for CoordinatorService {
             let id = core.register(r.host.clone(), r.device.clone());
             (id, core.members.len())
         };
+        self.forget_segments();
+        let shared_memory = self.hub.facts.segments.offer(id, local, remote);
         self.hub.facts.metrics.set_workers(n);
         self.hub.bump();
         tracing::debug!("{id} joined from {} on {} ({})", r.host, r.device, r.build);
-        println!("{id} joined from {} on {} ({n} workers)", r.host, r.device);
+        println!(
+            "{id} joined from {} on {} ({n} workers){}",
+            r.host,
+            r.device,
+            if shared_memory.is_some() {
+                ", offered shared memory"
+            } else {
+                ""
+            }
+        );
         Ok(Response::new(v1::RegisterResponse {
             run_id: self.hub.facts.info.run_id.clone(),
             worker_id: id.0,
+            shared_memory,
         }))
     }
 
@@ -281,12 +343,23 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<Self::GetStateStream>, Status> {
         let r = request.into_inner();
         let w = self.member(&r.run_id, r.worker_id)?;
+        let out = ChunkOut {
+            segment: r
+                .shared_memory
+                .then(|| self.hub.facts.segments.get(w))
+                .flatten()
+                .map(|s| {
+                    let n = s.new_download();
+                    (s, n)
+                }),
+            metrics: Arc::clone(&self.hub.facts.metrics),
+        };
         let snap = {
             let core = self.hub.lock();
             let next = core.step.as_ref().is_some_and(|s| s.step + 1 == r.version);
             if next && r.version != BEST_VERSION {
                 drop(core);
-                return Ok(Response::new(self.next_state(w, r.version)));
+                return Ok(Response::new(self.next_state(w, r.version, out)));
             }
             if r.version == BEST_VERSION {
                 core.best.clone()
@@ -301,7 +374,7 @@ impl Coordinator for CoordinatorService {
         let n = snap.chunks.len();
         let chunks = (0..n.max(1)).map(move |i| {
             let (offset, data) = snap.chunks.get(i).cloned().unwrap_or_default();
-            let mut c = state_chunk(snap.version, snap.n_params, offset, data);
+            let mut c = out.chunk(snap.version, snap.n_params, offset, data)?;
             if i == 0 {
                 c.bn_running = snap.bn_running.clone();
                 c.bn_batches_tracked = snap.bn_tracked.clone();
@@ -371,6 +444,7 @@ impl Coordinator for CoordinatorService {
             let back = core.remove(w);
             (back, core.members.len())
         };
+        self.forget_segments();
         let m = &self.hub.facts.metrics;
         m.worker_left(w.0);
         m.set_workers(n);

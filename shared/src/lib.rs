@@ -14,6 +14,7 @@
 //! - [`model`]: the ECG-age network (`ResNet1d`) in Candle with our own conv op, PyTorch and
 //!   safetensors checkpoints, the training step.
 //! - [`wire`]: float vectors as byte chunks for the network, and their reassembly.
+//! - [`shm`]: shared-memory segments for the chunks of a worker on the coordinator's host.
 //! - [`ids`]: newtypes for exam and patient ids.
 //! - [`faults`]: named fault points for fault-injection tests (off unless asked for).
 //! - [`error`]: the crate's error type.
@@ -26,6 +27,7 @@ pub mod error;
 pub mod faults;
 pub mod ids;
 pub mod model;
+pub mod shm;
 pub mod split;
 pub mod synth;
 pub mod train;

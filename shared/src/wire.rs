@@ -70,6 +70,20 @@ impl F32Assembler {
 
     /// Appends the chunk at byte `offset`; it must start where the previous one ended.
     pub fn push(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.push_with(offset, data.len(), |to| {
+            to.copy_from_slice(data);
+            Ok(())
+        })
+    }
+
+    /// Appends a chunk of `len` bytes at byte `offset`, written by `fill` in place (as
+    /// [`F32Assembler::push`] checks it).
+    pub fn push_with(
+        &mut self,
+        offset: u64,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<()>,
+    ) -> Result<()> {
         let at = (self.values.len() * 4) as u64;
         if offset != at {
             return Err(Error::Training(format!(
@@ -77,18 +91,19 @@ impl F32Assembler {
                 self.what
             )));
         }
-        if !data.len().is_multiple_of(4) || self.values.len() + data.len() / 4 > self.expected {
+        if !len.is_multiple_of(4) || self.values.len() + len / 4 > self.expected {
             return Err(Error::Training(format!(
-                "{}: a chunk of {} bytes at byte {offset} does not fit {} values",
-                self.what,
-                data.len(),
-                self.expected
+                "{}: a chunk of {len} bytes at byte {offset} does not fit {} values",
+                self.what, self.expected
             )));
         }
         let at = self.values.len();
-        self.values.resize(at + data.len() / 4, 0.0);
-        bytemuck::cast_slice_mut::<f32, u8>(&mut self.values[at..]).copy_from_slice(data);
-        Ok(())
+        self.values.resize(at + len / 4, 0.0);
+        let filled = fill(bytemuck::cast_slice_mut::<f32, u8>(&mut self.values[at..]));
+        if filled.is_err() {
+            self.values.truncate(at);
+        }
+        filled
     }
 
     /// Values received so far.

@@ -79,7 +79,10 @@ fn two_workers_take_the_steps_of_one_with_twice_the_batch_and_agree_bit_for_bit(
     let training = "[training]\nepochs = 2\nbatch_size = 8\nlr = 0.01\n";
     // The two workers' run cuts gradients and parameters into 1 KiB chunks (the network has
     // thousands of parameters), so that it is summed, put through Adam and downloaded chunk by
-    // chunk while the uploads arrive; the lone worker's run has one chunk.
+    // chunk while the uploads arrive; the lone worker's run has one chunk. The two workers
+    // pass their chunks through shared memory (they are on the coordinator's host), the lone
+    // worker through gRPC; a third run, two workers again but through gRPC, must agree with
+    // the first bit for bit.
     let (cfg2, out2) = run_config(
         tmp.path(),
         "two",
@@ -92,7 +95,20 @@ fn two_workers_take_the_steps_of_one_with_twice_the_batch_and_agree_bit_for_bit(
         "one",
         &data,
         MICRO,
-        &format!("{training}{}", cluster_section(1, 4, "")),
+        &format!(
+            "{training}{}",
+            cluster_section(1, 4, "shared_memory_dir = \"\"\n")
+        ),
+    );
+    let (cfg_grpc, out_grpc) = run_config(
+        tmp.path(),
+        "two_grpc",
+        &data,
+        MICRO,
+        &format!(
+            "{training}{}",
+            cluster_section(2, 4, "chunk_kib = 1\nshared_memory_dir = \"\"\n")
+        ),
     );
     let dump = |out: &Path, i: usize| -> Vec<String> {
         vec![
@@ -101,17 +117,44 @@ fn two_workers_take_the_steps_of_one_with_twice_the_batch_and_agree_bit_for_bit(
         ]
     };
     let text = run_cluster(&cfg2, &out2, &[dump(&out2, 0), dump(&out2, 1)]);
-    run_cluster(&cfg1, &out1, &[dump(&out1, 0)]);
+    let text1 = run_cluster(&cfg1, &out1, &[dump(&out1, 0)]);
+    let text_grpc = run_cluster(
+        &cfg_grpc,
+        &out_grpc,
+        &[dump(&out_grpc, 0), dump(&out_grpc, 1)],
+    );
+    let shared = |text: &str| -> Option<(u64, u64)> {
+        let l = text
+            .lines()
+            .find_map(|l| l.strip_prefix("shared memory: "))?;
+        let mut n = l
+            .split(" bytes")
+            .map(|w| w.rsplit(' ').next()?.parse::<u64>().ok());
+        Some((n.next()??, n.next()??))
+    };
+    let (up, down) = shared(&text).unwrap_or_else(|| panic!("no shared memory in:\n{text}"));
+    assert!(
+        up > 0 && down > 0,
+        "shared memory: {up} bytes up, {down} down"
+    );
+    assert_eq!(shared(&text1), None, "shared memory was off:\n{text1}");
+    assert_eq!(
+        shared(&text_grpc),
+        None,
+        "shared memory was off:\n{text_grpc}"
+    );
     let streamed: u64 = text
         .lines()
         .find_map(|l| l.strip_prefix("state downloads: "))
         .and_then(|l| l.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("no download figures in:\n{text}"));
 
-    let (a, b, one) = (
+    let (a, b, one, grpc0, grpc1) = (
         states(&out2.join("states0")),
         states(&out2.join("states1")),
         states(&out1.join("states0")),
+        states(&out_grpc.join("states0")),
+        states(&out_grpc.join("states1")),
     );
     let steps = train_ids(&out1).len().div_ceil(8) as u64 * 2;
     assert!(
@@ -135,6 +178,20 @@ fn two_workers_take_the_steps_of_one_with_twice_the_batch_and_agree_bit_for_bit(
         }
     }
     assert!(common >= 2, "only {common} versions held by both workers");
+    let mut same_as_grpc = 0;
+    for (v, p) in a.iter().chain(&b) {
+        if let Some(q) = grpc0.get(v).or(grpc1.get(v)) {
+            assert!(
+                p.iter().zip(q).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "version {v}: shared memory and gRPC runs differ"
+            );
+            same_as_grpc += 1;
+        }
+    }
+    assert!(
+        same_as_grpc >= 2,
+        "only {same_as_grpc} versions to compare with the gRPC run"
+    );
     for (v, p) in a.iter().chain(&b) {
         let worst = p
             .iter()

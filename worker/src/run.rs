@@ -16,6 +16,7 @@ use ecg_proto::v1::{self, work_assignment::Kind};
 use ecg_proto::{NO_VERSION, PROTOCOL_VERSION};
 use ecg_shared::config::{ClientTlsPem, ClusterConfig};
 use ecg_shared::model::ModelConfig;
+use ecg_shared::shm::Segment;
 use tonic::Status;
 
 use crate::client::{Client, Failure, classify, connect};
@@ -161,6 +162,8 @@ pub fn run(args: &Args) -> Result<()> {
         version: NO_VERSION,
         chunk_bytes: ecg_proto::CHUNK_BYTES,
         joined: false,
+        segment: None,
+        leaving: Arc::new(AtomicBool::new(false)),
     };
     runtime.block_on(w.run())?;
     if args.linger_after_finish && !*stopped.borrow() {
@@ -170,6 +173,28 @@ pub fn run(args: &Args) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// The segment the coordinator offered, when it can be used from here: it must be the file
+/// the coordinator made (its nonce), for this network's size. `None`, with the reason logged,
+/// when it cannot: the chunks then travel over gRPC.
+fn open_segment(offer: &v1::SharedMemory, n_params: usize) -> Option<Arc<Segment>> {
+    let region = n_params * 4;
+    if offer.region_bytes != region as u64 {
+        tracing::warn!(
+            "the offered shared memory has {}-byte regions, the network needs {region}; \
+             chunks go over gRPC",
+            offer.region_bytes
+        );
+        return None;
+    }
+    match Segment::open(std::path::Path::new(&offer.path), offer.nonce, region) {
+        Ok(seg) => Some(Arc::new(seg)),
+        Err(e) => {
+            tracing::info!("shared memory not usable from here ({e}); chunks go over gRPC");
+            None
+        }
+    }
 }
 
 /// Heartbeats failing in a row (error or no answer within twice the period) after which the
@@ -196,6 +221,12 @@ struct Worker {
     chunk_bytes: usize,
     /// Whether the current session registered (so a later failure is a new outage).
     joined: bool,
+    /// The shared-memory segment of the current session, when the coordinator offered one
+    /// and it is usable from here (see `ecg_shared::shm`).
+    segment: Option<Arc<Segment>>,
+    /// Set just before this worker leaves the run: the coordinator then forgets it, and the
+    /// heartbeats' NOT_FOUND is no reason to register again.
+    leaving: Arc<AtomicBool>,
 }
 
 /// Why a session ended.
@@ -216,6 +247,8 @@ impl Worker {
         let mut unreachable_since: Option<Instant> = None;
         loop {
             self.joined = false;
+            self.segment = None;
+            self.leaving = Arc::new(AtomicBool::new(false));
             match self.session().await {
                 Ok(SessionEnd::Done) => return Ok(()),
                 Ok(SessionEnd::Reconnect(why)) => {
@@ -294,7 +327,22 @@ impl Worker {
             Err(s) => return self.fail(s),
         };
         let (run_id, id) = (reg.run_id, reg.worker_id);
-        println!("worker {id}: joined run {run_id} at {}", self.addr);
+        let n_params = compute
+            .lock()
+            .map_err(|_| Error::Protocol("the computation panicked".into()))?
+            .n_params();
+        self.segment = reg
+            .shared_memory
+            .and_then(|offer| open_segment(&offer, n_params));
+        println!(
+            "worker {id}: joined run {run_id} at {}{}",
+            self.addr,
+            if self.segment.is_some() {
+                ", chunks through shared memory"
+            } else {
+                ""
+            }
+        );
         self.joined = true;
         ecg_shared::faults::point("worker.registered");
         let lost = Arc::new(tokio::sync::Notify::new());
@@ -302,6 +350,7 @@ impl Worker {
             let mut c = client.clone();
             let run_id = run_id.clone();
             let lost = Arc::clone(&lost);
+            let leaving = Arc::clone(&self.leaving);
             let every = Duration::from_millis(u64::from(info.heartbeat_ms.max(10)));
             let patience = (every * 2).max(Duration::from_millis(500));
             tokio::spawn(async move {
@@ -316,6 +365,9 @@ impl Worker {
                         }),
                     )
                     .await;
+                    if leaving.load(Ordering::SeqCst) {
+                        return;
+                    }
                     match r {
                         Ok(Ok(_)) => failures = 0,
                         Ok(Err(s)) if classify(&s) == Failure::Rejoin => {
@@ -422,7 +474,9 @@ impl Worker {
         id: u64,
         compute: &Arc<std::sync::Mutex<Compute>>,
     ) -> Result<SessionEnd> {
+        let leaving = Arc::clone(&self.leaving);
         let leave = |mut c: Client, run_id: String| async move {
+            leaving.store(true, Ordering::SeqCst);
             let _ = c
                 .leave(v1::LeaveRequest {
                     run_id,

@@ -126,6 +126,14 @@ pub fn run(args: &Args) -> Result<()> {
              committed version, {early} ended early"
         );
     }
+    if let Some([up, down]) = outcome.shared_memory_bytes
+        && up + down > 0
+    {
+        println!(
+            "shared memory: {up} bytes of gradients and {down} bytes of parameters passed \
+             through it"
+        );
+    }
     if let Some((e, loss)) = outcome.best {
         println!("best validation loss {loss:.4} at epoch {e}");
     }

@@ -78,6 +78,7 @@ struct State {
     rejected: BTreeMap<&'static str, u64>,
     faults: BTreeMap<&'static str, u64>,
     downloads: BTreeMap<&'static str, u64>,
+    shared_memory_bytes: BTreeMap<&'static str, u64>,
 }
 
 /// The coordinator's metrics registry; cheap to update from any thread.
@@ -109,6 +110,7 @@ impl Metrics {
                 rejected: BTreeMap::new(),
                 faults: BTreeMap::new(),
                 downloads: BTreeMap::new(),
+                shared_memory_bytes: BTreeMap::new(),
             }),
         })
     }
@@ -219,6 +221,25 @@ impl Metrics {
     /// State downloads of `kind` so far (see [`Metrics::state_download`]).
     pub fn state_downloads(&self, kind: &str) -> u64 {
         self.lock().downloads.get(kind).copied().unwrap_or(0)
+    }
+
+    /// `bytes` of chunks passed through shared memory in `direction` (`up`: gradients, `down`:
+    /// parameters).
+    pub fn shared_memory(&self, direction: &'static str, bytes: u64) {
+        *self
+            .lock()
+            .shared_memory_bytes
+            .entry(direction)
+            .or_insert(0) += bytes;
+    }
+
+    /// Bytes passed through shared memory in `direction` so far.
+    pub fn shared_memory_bytes(&self, direction: &str) -> u64 {
+        self.lock()
+            .shared_memory_bytes
+            .get(direction)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The exposition document, text format 0.0.4.
@@ -365,6 +386,21 @@ impl Metrics {
             );
             for (kind, n) in &s.downloads {
                 w.sample("ecg_state_downloads_total", &[("kind", kind)], &count(*n));
+            }
+        }
+        if !s.shared_memory_bytes.is_empty() {
+            w.header(
+                "ecg_shared_memory_bytes_total",
+                Kind::Counter,
+                "Bytes of chunks passed through shared memory by workers on the coordinator's \
+                 host, by direction: up (gradients), down (parameters).",
+            );
+            for (d, n) in &s.shared_memory_bytes {
+                w.sample(
+                    "ecg_shared_memory_bytes_total",
+                    &[("direction", d)],
+                    &count(*n),
+                );
             }
         }
         w.finish()

@@ -11,6 +11,8 @@ use tonic::Status;
 use super::{CoordinatorService, MAX_WAIT};
 use crate::core::{Core, WorkerId};
 use crate::error::Refusal;
+use crate::metrics::Metrics;
+use crate::segments::WorkerSegment;
 use crate::snapshot::Snapshot;
 
 pub(super) type StateStream = Pin<Box<dyn Stream<Item = Result<v1::StateChunk, Status>> + Send>>;
@@ -31,7 +33,7 @@ impl CoordinatorService {
     /// step has committed. It ends ABORTED when reduction starts over (an upload was
     /// withdrawn), when units of the step wait for a worker while `w` holds none (it can take
     /// them), or after `MAX_WAIT` without a new chunk; the worker then asks NextWork.
-    pub(super) fn next_state(&self, w: WorkerId, version: u64) -> StateStream {
+    pub(super) fn next_state(&self, w: WorkerId, version: u64, out: ChunkOut) -> StateStream {
         let hub = Arc::clone(&self.hub);
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
@@ -54,17 +56,18 @@ impl CoordinatorService {
                     }
                     NextState::Committed(snap) => {
                         let n = snap.n_params;
-                        let mut msgs: Vec<v1::StateChunk> = snap.chunks
+                        let mut msgs: Vec<Result<v1::StateChunk, Status>> = snap.chunks
                             [sent.min(snap.chunks.len())..]
                             .iter()
-                            .map(|(offset, data)| state_chunk(version, n, *offset, data.clone()))
+                            .map(|(offset, data)| out.chunk(version, n, *offset, data.clone()))
                             .collect();
                         let mut last = state_chunk(version, n, n * 4, Bytes::new());
                         last.bn_running = snap.bn_running.clone();
                         last.bn_batches_tracked = snap.bn_tracked.clone();
-                        msgs.push(last);
+                        msgs.push(Ok(last));
                         for m in msgs {
-                            if tx.send(Ok(m)).await.is_err() {
+                            let failed = m.is_err();
+                            if tx.send(m).await.is_err() || failed {
                                 return;
                             }
                         }
@@ -88,11 +91,9 @@ impl CoordinatorService {
                 let n = hub.facts.n_params as u64;
                 for (offset, data) in chunks {
                     sent += 1;
-                    if tx
-                        .send(Ok(state_chunk(version, n, offset, data)))
-                        .await
-                        .is_err()
-                    {
+                    let msg = out.chunk(version, n, offset, data);
+                    let failed = msg.is_err();
+                    if tx.send(msg).await.is_err() || failed {
                         return;
                     }
                 }
@@ -149,7 +150,39 @@ fn look(
     )
 }
 
-pub(super) fn state_chunk(version: u64, n_params: u64, offset: u64, data: Bytes) -> v1::StateChunk {
+/// How a download's data chunks leave: in their messages, or through the worker's
+/// shared-memory segment when it asked for that and has one.
+pub(super) struct ChunkOut {
+    /// The worker's segment and the download's number (see [`WorkerSegment`]).
+    pub(super) segment: Option<(Arc<WorkerSegment>, u64)>,
+    pub(super) metrics: Arc<Metrics>,
+}
+
+impl ChunkOut {
+    /// The message for `data` at byte `offset` of version `version` (of `n_params` values).
+    pub(super) fn chunk(
+        &self,
+        version: u64,
+        n_params: u64,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<v1::StateChunk, Status> {
+        let Some((seg, download)) = self.segment.as_ref().filter(|_| !data.is_empty()) else {
+            return Ok(state_chunk(version, n_params, offset, data));
+        };
+        let sum = seg
+            .write_download(*download, offset, &data)
+            .ok_or_else(|| Status::aborted("a newer state download of this worker began"))?
+            .map_err(|e| Status::internal(e.to_string()))?;
+        self.metrics.shared_memory("down", data.len() as u64);
+        let mut c = state_chunk(version, n_params, offset, Bytes::new());
+        c.shared_len = data.len() as u32;
+        c.shared_sum = sum;
+        Ok(c)
+    }
+}
+
+fn state_chunk(version: u64, n_params: u64, offset: u64, data: Bytes) -> v1::StateChunk {
     v1::StateChunk {
         version,
         n_params,
@@ -157,5 +190,7 @@ pub(super) fn state_chunk(version: u64, n_params: u64, offset: u64, data: Bytes)
         bn_batches_tracked: Vec::new(),
         offset,
         data,
+        shared_len: 0,
+        shared_sum: 0,
     }
 }

@@ -54,6 +54,11 @@ pub struct ClusterSection {
     /// so) until SIGTERM instead of exiting; a coordinator started again on a finished run does
     /// the same. For Kubernetes, where an exited pod is started again.
     pub linger_after_finish: bool,
+    /// A tmpfs directory for shared-memory segments: workers on the coordinator's own host
+    /// pass their gradient and parameter chunks through a segment there instead of through
+    /// gRPC (which still carries everything else). Empty: everything over gRPC. The default,
+    /// `/dev/shm`, is skipped quietly where it does not exist.
+    pub shared_memory_dir: PathBuf,
 }
 
 impl Default for ClusterSection {
@@ -74,6 +79,7 @@ impl Default for ClusterSection {
             step_deadline_ms: 0,
             chunk_kib: 1024,
             linger_after_finish: false,
+            shared_memory_dir: PathBuf::from(DEFAULT_SHARED_MEMORY_DIR),
         }
     }
 }
@@ -94,6 +100,7 @@ impl ClusterSection {
         self.tls_cert = join(&self.tls_cert);
         self.tls_key = join(&self.tls_key);
         self.tls_client_ca = join(&self.tls_client_ca);
+        self.shared_memory_dir = join(&self.shared_memory_dir);
     }
 
     /// The TLS files, read and checked: `None` for plain text. Errors name the setting and the
@@ -162,8 +169,25 @@ impl ClusterSection {
                 format!("{} must be from 1 to {MAX_CHUNK_KIB}", self.chunk_kib),
             );
         }
+        let shm = &self.shared_memory_dir;
+        let set = !shm.as_os_str().is_empty() && shm != Path::new(DEFAULT_SHARED_MEMORY_DIR);
+        if set && !shm.is_dir() {
+            return bad(
+                "cluster.shared_memory_dir",
+                format!(
+                    "{} is not a directory (empty: no shared memory)",
+                    shm.display()
+                ),
+            );
+        }
         self.tls()?;
         Ok(())
+    }
+
+    /// The directory for shared-memory segments, when there is one to use.
+    pub fn shared_memory_dir(&self) -> Option<&Path> {
+        let d = self.shared_memory_dir.as_path();
+        (!d.as_os_str().is_empty() && d.is_dir()).then_some(d)
     }
 
     /// `chunk_kib` in bytes.
@@ -171,6 +195,9 @@ impl ClusterSection {
         self.chunk_kib << 10
     }
 }
+
+/// `cluster.shared_memory_dir` unless set otherwise.
+pub const DEFAULT_SHARED_MEMORY_DIR: &str = "/dev/shm";
 
 /// Largest `cluster.chunk_kib`: a chunk and its message's other fields stay far below the
 /// gRPC message-size limit (8 MiB).

@@ -107,6 +107,10 @@ fn bad_values_are_refused_naming_the_field() {
         ("[data]\nhdf5 = []\n", "data.hdf5"),
         ("[data]\nmin_age = 90.0\nmax_age = 10.0\n", "data.min_age"),
         ("[data\n", "cluster.toml"),
+        (
+            "[cluster]\nshared_memory_dir = \"no/such/dir\"\n",
+            "cluster.shared_memory_dir",
+        ),
     ];
     for (text, want) in cases {
         let p = write(&dir, text);

@@ -31,6 +31,7 @@ fn get_state(r: &Rogue, run_id: &str, id: u64, version: u64) -> Result<(), tonic
         run_id: run_id.to_string(),
         worker_id: id,
         version,
+        shared_memory: false,
     });
     r.call(|mut c| async move { c.get_state(req).await })
         .map(drop)

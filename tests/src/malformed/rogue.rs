@@ -276,8 +276,7 @@ impl Rogue {
                 n_values: self.n_params as u64,
                 units,
             }),
-            offset: 0,
-            data: Default::default(),
+            ..Default::default()
         }
     }
 
@@ -293,6 +292,7 @@ pub(crate) fn chunk(offset: u64, bytes: Vec<u8>) -> v1::GradientUpload {
         header: None,
         offset,
         data: bytes.into(),
+        ..Default::default()
     }
 }
 

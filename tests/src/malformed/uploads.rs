@@ -86,6 +86,16 @@ fn duplicate(r: &Rogue, h: &Held) -> Result<(), Status> {
     }
 }
 
+/// A data message naming `len` bytes at `offset` of the shared-memory upload region.
+fn shared(offset: u64, len: u32, sum: u64) -> v1::GradientUpload {
+    v1::GradientUpload {
+        offset,
+        shared_len: len,
+        shared_sum: sum,
+        ..Default::default()
+    }
+}
+
 /// The upload cases, in the order they run (the duplicate last: it waits for the real
 /// worker).
 pub(crate) fn upload_cases() -> Vec<Case<Held>> {
@@ -211,6 +221,35 @@ pub(crate) fn upload_cases() -> Vec<Case<Held>> {
             InvalidArgument,
             "bad_upload",
             |r, h| h.send_data(r, chunks(&r.zeros()[1..])),
+        ),
+        // The rogue registered from the coordinator's host: it was offered a segment, whose
+        // upload region holds zeros (it never wrote there).
+        Case::new(
+            "upload_shared_chunk_wrong_checksum",
+            InvalidArgument,
+            "bad_upload",
+            |r, h| {
+                let zeros = bytes(&r.zeros());
+                let sum = ecg_shared::shm::checksum(&zeros) ^ 1;
+                h.send_data(r, vec![shared(0, zeros.len() as u32, sum)])
+            },
+        ),
+        Case::new(
+            "upload_shared_chunk_with_data",
+            InvalidArgument,
+            "bad_upload",
+            |r, h| {
+                let zeros = bytes(&r.zeros());
+                let mut m = shared(0, zeros.len() as u32, ecg_shared::shm::checksum(&zeros));
+                m.data = zeros.into();
+                h.send_data(r, vec![m])
+            },
+        ),
+        Case::new(
+            "upload_shared_chunk_longer_than_a_chunk",
+            InvalidArgument,
+            "bad_upload",
+            |r, h| h.send_data(r, vec![shared(0, u32::MAX, 0)]),
         ),
         Case::new(
             "upload_nan_gradient",

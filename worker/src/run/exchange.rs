@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ecg_proto::v1;
+use ecg_shared::shm::{Region, Segment};
 use ecg_shared::wire::{F32Assembler, f32_chunks};
 use tonic::Status;
 
@@ -28,6 +29,7 @@ impl Worker {
                 run_id: run_id.to_string(),
                 worker_id: id,
                 version,
+                shared_memory: self.segment.is_some(),
             })
             .await
             .map_err(Some)?
@@ -43,7 +45,16 @@ impl Worker {
                 running = c.bn_running;
                 tracked = c.bn_batches_tracked;
             }
-            asm.push(c.offset, &c.data).map_err(|_| None)?;
+            if c.shared_len == 0 {
+                asm.push(c.offset, &c.data).map_err(|_| None)?;
+            } else {
+                // Through shared memory: only a worker offered a segment asks for that.
+                let seg = self.segment.as_ref().ok_or(None)?;
+                asm.push_with(c.offset, c.shared_len as usize, |to| {
+                    seg.read(Region::Download, c.offset, to, c.shared_sum)
+                })
+                .map_err(|e| Some(Status::data_loss(e.to_string())))?;
+            }
             ecg_shared::faults::point("worker.download");
         }
         let params = asm.finish().map_err(|_| None)?;
@@ -101,23 +112,28 @@ impl Worker {
         };
         let mut msgs = vec![v1::GradientUpload {
             header: Some(header),
-            offset: 0,
-            data: Default::default(),
+            ..Default::default()
         }];
         for (offset, data) in f32_chunks(result.grad, self.chunk_bytes) {
             msgs.push(v1::GradientUpload {
                 header: None,
                 offset,
                 data,
+                ..Default::default()
             });
         }
+        // Through shared memory, each chunk is written there as its message leaves.
+        let segment = self.segment.clone();
         // The fault point between the header and the first data chunk: the upload has begun,
         // its data has not left.
-        let msgs = msgs.into_iter().enumerate().map(|(i, m)| {
+        let msgs = msgs.into_iter().enumerate().map(move |(i, m)| {
             if i == 1 {
                 ecg_shared::faults::point("worker.upload");
             }
-            m
+            match &segment {
+                Some(seg) if !m.data.is_empty() => shared_chunk(seg, m),
+                _ => m,
+            }
         });
         // The state this step makes is downloaded while the upload goes on: the coordinator
         // sums and applies Adam chunk by chunk as the uploads arrive and streams the new
@@ -210,5 +226,23 @@ impl Worker {
             .await?;
         ecg_shared::faults::point("worker.reported");
         Ok(())
+    }
+}
+
+/// `m`'s chunk written to the upload region, the message carrying its length and checksum
+/// instead (or `m` as it is, should the chunk not fit the region).
+fn shared_chunk(seg: &Segment, m: v1::GradientUpload) -> v1::GradientUpload {
+    match seg.write(Region::Upload, m.offset, &m.data) {
+        Ok(sum) => v1::GradientUpload {
+            header: None,
+            offset: m.offset,
+            data: Default::default(),
+            shared_len: m.data.len() as u32,
+            shared_sum: sum,
+        },
+        Err(e) => {
+            tracing::warn!("{e}; the chunk goes over gRPC");
+            m
+        }
     }
 }
