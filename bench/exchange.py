@@ -9,6 +9,10 @@ and every worker downloads them: the whole cycle of a synchronous data-parallel 
 computation. The coordinator reports the median step time over `--steps` steps; the workers'
 step logs give the split into upload, wait (reduction + Adam + the others) and download.
 
+Two transports of ours: `shm`, the default for workers on the coordinator's host (chunks
+through a shared-memory segment, gRPC carrying the messages that name them), and `grpc`
+(`cluster.shared_memory_dir = ""`: every byte inside gRPC messages, as between hosts).
+
 Peer: bench/exchange_gloo.py, one all_reduce(SUM) of the same 6,924,705 float32 values between
 N processes (which leaves every process with the summed gradient, but applies no optimizer).
 
@@ -30,7 +34,7 @@ BIN = ROOT / "target" / "release"
 NUMEL = 6_924_705
 
 
-def ours(work: Path, data: Path, n: int, steps: int) -> dict:
+def ours(work: Path, data: Path, n: int, steps: int, shm: bool) -> dict:
     out = work / f"run{n}"
     if out.exists():
         subprocess.run(["rm", "-rf", str(out)], check=True)
@@ -41,6 +45,7 @@ def ours(work: Path, data: Path, n: int, steps: int) -> dict:
         f"[training]\nbatch_size = {n}\nmax_steps = {steps}\n"
         f'[cluster]\nlisten = "127.0.0.1:0"\nmetrics_listen = ""\nmin_workers = {n}\n'
         f"micro_batch = 1\ncheckpoint_every_steps = 0\nworker_timeout_ms = 60000\n"
+        + ("" if shm else 'shared_memory_dir = ""\n')
     )
     coord = subprocess.Popen(
         [str(BIN / "coordinator"), "--config", str(cfg)],
@@ -74,6 +79,8 @@ def ours(work: Path, data: Path, n: int, steps: int) -> dict:
             raise SystemExit(f"worker failed: {err}")
     if coord.returncode != 0:
         raise SystemExit(f"coordinator failed:\n{text}")
+    if shm != any(l.startswith("shared memory: ") for l in text.splitlines()):
+        raise SystemExit(f"shared memory {'unused' if shm else 'used'}:\n{text}")
     line = next(l for l in text.splitlines() if l.startswith("median step "))
     step_ms = float(line.split()[2])
     reduce_ms = float(line.split("arrived, ")[1].split()[0])
@@ -121,23 +128,27 @@ def main() -> None:
         )
         results = {}
         for n in args.procs:
-            rows, peers = [], []
+            rows = {"shm": [], "grpc": []}
+            peers = []
             for _ in range(args.rounds):
-                rows.append(ours(work, data, n, args.steps))
+                rows["shm"].append(ours(work, data, n, args.steps, True))
+                rows["grpc"].append(ours(work, data, n, args.steps, False))
                 peers.append(gloo(n, args.steps - 3))
             results[n] = (rows, peers)
-            med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-            print(json.dumps({"procs": n, **med, "gloo_ms": statistics.median(peers), "rounds": args.rounds}), file=sys.stderr)
+            for t, r in rows.items():
+                med = {k: statistics.median(x[k] for x in r) for k in r[0]}
+                print(json.dumps({"procs": n, "transport": t, **med, "gloo_ms": statistics.median(peers), "rounds": args.rounds}), file=sys.stderr)
     mb = NUMEL * 4 / 1e6
     print(f"gradient of {NUMEL:,} float32 ({mb:.1f} MB); medians of {args.rounds} rounds")
-    print(f"{'N':>3} {'ours step ms':>13} {'(up/wait/down)':>20} {'reduce+Adam':>12} {'gloo ms':>9} {'gloo/ours':>10} {'ours GB/s':>10}")
+    print(f"{'N':>3} {'transport':>9} {'ours step ms':>13} {'(up/wait/down)':>20} {'reduce+Adam':>12} {'gloo ms':>9} {'gloo/ours':>10} {'ours GB/s':>10}")
     for n, (rows, peers) in results.items():
-        med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
         g = statistics.median(peers)
-        # Bytes through the coordinator per step: N uploads and N downloads.
-        gbps = 2 * n * NUMEL * 4 / (med["step_ms"] / 1e3) / 1e9
-        split = f"{med['upload_ms']:.0f}/{med['wait_ms']:.0f}/{med['download_ms']:.0f}"
-        print(f"{n:>3} {med['step_ms']:>13.1f} {split:>20} {med['reduce_ms']:>12.1f} {g:>9.1f} {g / med['step_ms']:>9.2f}x {gbps:>10.2f}")
+        for t, r in rows.items():
+            med = {k: statistics.median(x[k] for x in r) for k in r[0]}
+            # Bytes through the coordinator per step: N uploads and N downloads.
+            gbps = 2 * n * NUMEL * 4 / (med["step_ms"] / 1e3) / 1e9
+            split = f"{med['upload_ms']:.0f}/{med['wait_ms']:.0f}/{med['download_ms']:.0f}"
+            print(f"{n:>3} {t:>9} {med['step_ms']:>13.1f} {split:>20} {med['reduce_ms']:>12.1f} {g:>9.1f} {g / med['step_ms']:>9.2f}x {gbps:>10.2f}")
 
 
 if __name__ == "__main__":
