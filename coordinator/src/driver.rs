@@ -100,16 +100,13 @@ pub fn drive(
             trainer.run_id
         );
         finish(hub, tick, &why);
-        return Ok(RunOutcome {
-            reason: Ending::AlreadyFinished(why),
-            test: None,
-            global_step: trainer.global_step,
-            best: trainer.best_epoch.map(|e| (e, trainer.best)),
-            median_reduce_seconds: None,
-            median_step_seconds: None,
-            downloads: None,
-            shared_memory_bytes: None,
-        });
+        return Ok(outcome(
+            &trainer,
+            Ending::AlreadyFinished(why),
+            None,
+            Vec::new(),
+            Vec::new(),
+        ));
     }
     println!("waiting for {} worker(s)", c.min_workers);
     hub.wait_for(tick, |core| {
@@ -312,16 +309,7 @@ pub fn drive(
         )?;
     }
     finish(hub, tick, &reason.to_string());
-    Ok(RunOutcome {
-        reason,
-        test,
-        global_step: trainer.global_step,
-        best: trainer.best_epoch.map(|e| (e, trainer.best)),
-        median_reduce_seconds: median(&mut reduce_times),
-        median_step_seconds: median(&mut step_times),
-        downloads: None,
-        shared_memory_bytes: None,
-    })
+    Ok(outcome(&trainer, reason, test, reduce_times, step_times))
 }
 
 /// What the driver does next within a step.
@@ -428,10 +416,23 @@ fn predict(
 }
 
 /// The outcome of a run stopped by a signal (its state was saved).
-fn stopped(trainer: &Trainer, mut reduce_times: Vec<f64>, mut step_times: Vec<f64>) -> RunOutcome {
+fn stopped(trainer: &Trainer, reduce_times: Vec<f64>, step_times: Vec<f64>) -> RunOutcome {
+    let reason = Ending::Stopped(trainer.global_step);
+    outcome(trainer, reason, None, reduce_times, step_times)
+}
+
+/// The outcome of a run that ended for `reason`, with the medians of its reduction and step
+/// times (the server fills in its own figures).
+fn outcome(
+    trainer: &Trainer,
+    reason: Ending,
+    test: Option<TestFigures>,
+    mut reduce_times: Vec<f64>,
+    mut step_times: Vec<f64>,
+) -> RunOutcome {
     RunOutcome {
-        reason: Ending::Stopped(trainer.global_step),
-        test: None,
+        reason,
+        test,
         global_step: trainer.global_step,
         best: trainer.best_epoch.map(|e| (e, trainer.best)),
         median_reduce_seconds: median(&mut reduce_times),

@@ -357,50 +357,41 @@ impl Metrics {
                 &format_value(mae),
             );
         }
-        if !s.rejected.is_empty() {
-            w.header(
+        let by_label: [(&str, &str, &str, &BTreeMap<&'static str, u64>); 4] = [
+            (
                 "ecg_rejected_total",
-                Kind::Counter,
                 "Requests refused, by reason.",
-            );
-            for (reason, n) in &s.rejected {
-                w.sample("ecg_rejected_total", &[("reason", reason)], &count(*n));
-            }
-        }
-        if !s.faults.is_empty() {
-            w.header(
+                "reason",
+                &s.rejected,
+            ),
+            (
                 "ecg_faults_total",
-                Kind::Counter,
                 "Faults the run went through, by kind.",
-            );
-            for (kind, n) in &s.faults {
-                w.sample("ecg_faults_total", &[("kind", kind)], &count(*n));
-            }
-        }
-        if !s.downloads.is_empty() {
-            w.header(
+                "kind",
+                &s.faults,
+            ),
+            (
                 "ecg_state_downloads_total",
-                Kind::Counter,
                 "State downloads, by kind: during_step (streamed while the step was reduced), \
                  abandoned (such a download ended early), published (a committed version).",
-            );
-            for (kind, n) in &s.downloads {
-                w.sample("ecg_state_downloads_total", &[("kind", kind)], &count(*n));
-            }
-        }
-        if !s.shared_memory_bytes.is_empty() {
-            w.header(
+                "kind",
+                &s.downloads,
+            ),
+            (
                 "ecg_shared_memory_bytes_total",
-                Kind::Counter,
                 "Bytes of chunks passed through shared memory by workers on the coordinator's \
                  host, by direction: up (gradients), down (parameters).",
-            );
-            for (d, n) in &s.shared_memory_bytes {
-                w.sample(
-                    "ecg_shared_memory_bytes_total",
-                    &[("direction", d)],
-                    &count(*n),
-                );
+                "direction",
+                &s.shared_memory_bytes,
+            ),
+        ];
+        for (name, help, label, counts) in by_label {
+            if counts.is_empty() {
+                continue;
+            }
+            w.header(name, Kind::Counter, help);
+            for (value, n) in counts {
+                w.sample(name, &[(label, value)], &count(*n));
             }
         }
         w.finish()
