@@ -194,7 +194,10 @@ pub fn run_cluster(trainer: Trainer, on_event: &mut dyn FnMut(TrainEvent)) -> Re
             .add_service(health)
             .add_service(service)
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                // `tcp_nodelay` above applies only to a server that binds its own socket; one
+                // given a listener sets it here, or Nagle's algorithm holds each small message
+                // back for the peer's delayed acknowledgement (up to 40 ms on Linux).
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 async move {
                     let _ = rx.wait_for(|s| *s).await;
                 },
