@@ -13,6 +13,7 @@ use ecg_proto::v1::coordinator_server::CoordinatorServer;
 use ecg_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 use ecg_shared::train::history::write_atomic;
 use ecg_shared::train::local::TrainEvent;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::core::Core;
@@ -193,15 +194,9 @@ pub fn run_cluster(trainer: Trainer, on_event: &mut dyn FnMut(TrainEvent)) -> Re
         builder
             .add_service(health)
             .add_service(service)
-            .serve_with_incoming_shutdown(
-                // `tcp_nodelay` above applies only to a server that binds its own socket; one
-                // given a listener sets it here, or Nagle's algorithm holds each small message
-                // back for the peer's delayed acknowledgement (up to 40 ms on Linux).
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                },
-            )
+            .serve_with_incoming_shutdown(incoming(listener), async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
             .await
     });
 
@@ -257,4 +252,32 @@ fn server_tls(c: &ecg_shared::config::ClusterSection) -> Result<Option<(ServerTl
         tls = tls.client_ca_root(Certificate::from_pem(ca));
     }
     Ok(Some((tls, mutual)))
+}
+
+/// The connections accepted on `listener`, with `TCP_NODELAY` set. `Server::tcp_nodelay` applies
+/// only to a server that binds its own socket; without it, Nagle's algorithm holds each small
+/// stream message back until the peer's delayed acknowledgement (up to 40 ms on Linux).
+fn incoming(listener: tokio::net::TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::StreamExt;
+
+    #[tokio::test]
+    async fn accepted_connections_do_without_nagle() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let mut incoming = super::incoming(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let accepted = incoming
+            .next()
+            .await
+            .expect("a connection")
+            .expect("accepted");
+        assert!(accepted.nodelay().expect("TCP_NODELAY readable"));
+    }
 }
