@@ -158,10 +158,10 @@ impl CoordinatorService {
                 self.hub.facts.info.chunk_bytes
             ));
         }
-        let mut buf = vec![0u8; len];
-        if let Err(e) = segment.read(Region::Upload, msg.offset, &mut buf, msg.shared_sum) {
-            return bad(e.to_string());
-        }
+        let buf = match segment.read_vec(Region::Upload, msg.offset, len, msg.shared_sum) {
+            Ok(b) => b,
+            Err(e) => return bad(e.to_string()),
+        };
         self.hub.facts.metrics.shared_memory("up", len as u64);
         Ok(Bytes::from(buf))
     }

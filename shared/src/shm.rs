@@ -177,14 +177,14 @@ impl Segment {
         Ok(unsafe { self.map.as_mut_ptr().add(base + offset as usize) })
     }
 
-    /// Writes `data` at `offset` of region `r`; returns its [`checksum`].
+    /// Writes `data` at `offset` of region `r`; returns its [`checksum`] (taken in the same
+    /// pass as the copy).
     pub fn write(&self, r: Region, offset: u64, data: &[u8]) -> Result<u64> {
         let to = self.at(r, offset, data.len())?;
         // SAFETY: `to` has room for `data` (checked by `at`); the mapping is shared memory
         // that the other process may touch at the same time, which the reader's checksum of
         // its own copy detects.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), to, data.len()) };
-        Ok(checksum(data))
+        Ok(unsafe { copy_summed(data.as_ptr(), to, data.len()) })
     }
 
     /// Copies `out.len()` bytes at `offset` of region `r` into `out` and checks that their
@@ -193,17 +193,35 @@ impl Segment {
     pub fn read(&self, r: Region, offset: u64, out: &mut [u8], sum: u64) -> Result<()> {
         let from = self.at(r, offset, out.len())?;
         // SAFETY: `from` holds `out.len()` bytes (checked by `at`); see `write`.
-        unsafe { std::ptr::copy_nonoverlapping(from, out.as_mut_ptr(), out.len()) };
-        let got = checksum(out);
-        if got != sum {
-            return Err(Error::Training(format!(
-                "{} bytes at offset {offset} of the shared region: checksum {got:016x}, \
-                 the writer's {sum:016x} (rewritten while read)",
-                out.len()
-            )));
-        }
-        Ok(())
+        let got = unsafe { copy_summed(from, out.as_mut_ptr(), out.len()) };
+        check(got, sum, offset, out.len())
     }
+
+    /// The `len` bytes at `offset` of region `r`, copied into a new vector (never filled
+    /// before), checked as [`Segment::read`] checks them.
+    pub fn read_vec(&self, r: Region, offset: u64, len: usize, sum: u64) -> Result<Vec<u8>> {
+        let from = self.at(r, offset, len)?;
+        let mut out = Vec::with_capacity(len);
+        // SAFETY: `from` holds `len` bytes (see `read`) and `out` has room for them; every
+        // byte of `out` is written before its length is set, and any byte is a valid `u8`.
+        let got = unsafe {
+            let got = copy_summed(from, out.as_mut_ptr(), len);
+            out.set_len(len);
+            got
+        };
+        check(got, sum, offset, len)?;
+        Ok(out)
+    }
+}
+
+fn check(got: u64, sum: u64, offset: u64, len: usize) -> Result<()> {
+    if got == sum {
+        return Ok(());
+    }
+    Err(Error::Training(format!(
+        "{len} bytes at offset {offset} of the shared region: checksum {got:016x}, \
+         the writer's {sum:016x} (rewritten while read)"
+    )))
 }
 
 impl Drop for Segment {
@@ -235,25 +253,75 @@ fn reserve(file: &File, len: usize) -> std::io::Result<()> {
 /// at memory speed. Not a defence against a malicious writer (the cluster token and the
 /// segment's owner-only mode are).
 pub fn checksum(data: &[u8]) -> u64 {
-    let mut a = [0u64; 4];
-    let mut b = [0u64; 4];
+    let mut sums = Sums::default();
     let mut blocks = data.chunks_exact(32);
     for block in &mut blocks {
-        for l in 0..4 {
-            let w = u64::from_le_bytes(block[l * 8..l * 8 + 8].try_into().unwrap_or([0; 8]));
-            a[l] = a[l].wrapping_add(w);
-            b[l] = b[l].wrapping_add(a[l]);
+        let mut w = [0u64; 4];
+        for (l, w) in w.iter_mut().enumerate() {
+            *w = u64::from_le_bytes(block[l * 8..l * 8 + 8].try_into().unwrap_or([0; 8]));
+        }
+        sums.add(w);
+    }
+    sums.finish(data.len(), blocks.remainder())
+}
+
+/// Copies `len` bytes from `from` to `to` and returns their [`checksum`], reading each byte
+/// once (the copy and the sums in one pass over memory).
+///
+/// # Safety
+/// `from` must be readable and `to` writable for `len` bytes, and the two must not overlap.
+unsafe fn copy_summed(from: *const u8, to: *mut u8, len: usize) -> u64 {
+    let mut sums = Sums::default();
+    let whole = len / 32 * 32;
+    let mut i = 0;
+    while i < whole {
+        // SAFETY: i + 32 <= len; unaligned reads and writes of plain words.
+        let w: [u64; 4] = unsafe { std::ptr::read_unaligned(from.add(i).cast()) };
+        unsafe { std::ptr::write_unaligned(to.add(i).cast(), w) };
+        sums.add(w.map(u64::from_le));
+        i += 32;
+    }
+    let mut tail = [0u8; 32];
+    let tail = &mut tail[..len - whole];
+    // SAFETY: the last `len - whole` (< 32) bytes of both ranges.
+    unsafe {
+        std::ptr::copy_nonoverlapping(from.add(whole), tail.as_mut_ptr(), tail.len());
+        std::ptr::copy_nonoverlapping(tail.as_ptr(), to.add(whole), tail.len());
+    }
+    sums.finish(len, tail)
+}
+
+/// The running sums of [`checksum`].
+#[derive(Default)]
+struct Sums {
+    a: [u64; 4],
+    b: [u64; 4],
+}
+
+impl Sums {
+    #[inline(always)]
+    fn add(&mut self, w: [u64; 4]) {
+        for ((a, b), w) in self.a.iter_mut().zip(&mut self.b).zip(w) {
+            *a = a.wrapping_add(w);
+            *b = b.wrapping_add(*a);
         }
     }
-    let mut h = data.len() as u64;
-    for l in 0..4 {
-        h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(a[l]);
-        h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(b[l]);
+
+    fn finish(&self, len: usize, tail: &[u8]) -> u64 {
+        let mut h = len as u64;
+        for l in 0..4 {
+            h = h
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .wrapping_add(self.a[l]);
+            h = h
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .wrapping_add(self.b[l]);
+        }
+        for &t in tail {
+            h = h.wrapping_mul(0x100_0000_01b3).wrapping_add(u64::from(t));
+        }
+        h
     }
-    for &t in blocks.remainder() {
-        h = h.wrapping_mul(0x100_0000_01b3).wrapping_add(u64::from(t));
-    }
-    h
 }
 
 #[cfg(test)]
@@ -325,6 +393,31 @@ mod tests {
         assert!(!path.exists());
         let err = Segment::create(&dir.path().join("missing"), 100).expect_err("no dir");
         assert!(err.to_string().contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn the_copy_and_its_checksum_in_one_pass_agree_with_the_checksum() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 31 % 256) as u8).collect();
+        for (start, len) in [(0, 0), (0, 31), (0, 32), (1, 64), (3, 997), (0, 1000)] {
+            let src = &data[start..start + len];
+            let mut out = vec![0xaau8; len];
+            // SAFETY: both ranges are `len` bytes long and apart.
+            let sum = unsafe { copy_summed(src.as_ptr(), out.as_mut_ptr(), len) };
+            assert_eq!(out, src, "copy of {len} bytes from {start}");
+            assert_eq!(sum, checksum(src), "checksum of {len} bytes from {start}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (seg, _) = Segment::create(dir.path(), 4096).expect("create");
+        let sum = seg.write(Region::Upload, 8, &data[..999]).expect("write");
+        assert_eq!(sum, checksum(&data[..999]));
+        let got = seg.read_vec(Region::Upload, 8, 999, sum).expect("read");
+        assert_eq!(got, &data[..999]);
+        let err = seg
+            .read_vec(Region::Upload, 8, 999, sum ^ 1)
+            .expect_err("another checksum");
+        assert!(err.to_string().contains("checksum"), "{err}");
+        seg.read_vec(Region::Upload, 4000, 999, sum)
+            .expect_err("past the end");
     }
 
     #[test]
