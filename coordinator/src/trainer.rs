@@ -27,6 +27,9 @@ use crate::prepare::Prepared;
 use crate::reduce::Job;
 use crate::{Error, Result};
 
+/// Values per block of the reduction (16 KiB of gradient on the stack).
+const REDUCE_BLOCK: usize = 4096;
+
 /// What one committed step did.
 #[derive(Debug, Clone, Copy)]
 pub struct Committed {
@@ -72,12 +75,11 @@ pub struct Trainer {
     pub model: ResNet1d,
     params: Vec<f32>,
     adam: Adam,
-    /// Adam's scalars for the step in progress, and the moments it writes.
+    /// Adam's scalars for the step in progress, and the parameters and moments it writes.
     next: Option<NextStep>,
+    next_params: Vec<f32>,
     next_exp_avg: Vec<f32>,
     next_exp_avg_sq: Vec<f32>,
-    /// The summed gradient of the chunk being reduced.
-    scratch: Vec<f32>,
     sched: ReduceLrOnPlateau,
     stop: StopRule,
     /// Logged epochs.
@@ -133,9 +135,9 @@ impl Trainer {
             params,
             adam,
             next: None,
+            next_params: Vec::new(),
             next_exp_avg: Vec::new(),
             next_exp_avg_sq: Vec::new(),
-            scratch: Vec::new(),
             sched,
             stop,
             history: Vec::new(),
@@ -318,6 +320,7 @@ impl Trainer {
     pub fn begin_step(&mut self) {
         let n = self.params.len();
         self.next = Some(self.adam.next_step());
+        self.next_params.resize(n, 0.0);
         self.next_exp_avg.resize(n, 0.0);
         self.next_exp_avg_sq.resize(n, 0.0);
     }
@@ -340,13 +343,35 @@ impl Trainer {
                 job.index
             )));
         }
-        let mut grad = std::mem::take(&mut self.scratch);
-        grad.resize(len, 0.0);
-        copy_le_f32(&mut grad, first);
-        for p in rest {
-            add_le_f32(&mut grad, p);
+        // Block by block, each small enough to stay in the core's cache: the sum of the pieces
+        // in upload order, its check, and Adam, one pass over memory. (Spreading the blocks over
+        // threads made steps slower on a 2-core host, where the other cores are busy receiving
+        // uploads and sending parameters: `bench/exchange.sh`.)
+        let mut grad = [0f32; REDUCE_BLOCK];
+        let mut non_finite = None;
+        for from in (0..len).step_by(REDUCE_BLOCK) {
+            let to = (from + REDUCE_BLOCK).min(len);
+            let grad = &mut grad[..to - from];
+            copy_le_f32(grad, &first[from * 4..to * 4]);
+            for p in rest {
+                add_le_f32(grad, &p[from * 4..to * 4]);
+            }
+            if let Some(i) = grad.iter().position(|v| !v.is_finite()) {
+                non_finite = Some((from + i, grad[i]));
+                break;
+            }
+            let (at, piece) = (at + from, at + from..at + to);
+            self.adam.step_piece(
+                k,
+                at,
+                &self.params[piece.clone()],
+                grad,
+                &mut self.next_params[piece.clone()],
+                &mut self.next_exp_avg[piece.clone()],
+                &mut self.next_exp_avg_sq[piece],
+            )?;
         }
-        if let Some(i) = grad.iter().position(|v| !v.is_finite()) {
+        if let Some((i, value)) = non_finite {
             let flat = at + i;
             let name = self
                 .model
@@ -356,24 +381,12 @@ impl Trainer {
                     format!(" ({}[{}])", e.name, flat - e.offset)
                 });
             return Err(ecg_shared::Error::Training(format!(
-                "step {}: summed gradient: value {} at flat index {flat}{name} is not finite",
-                self.global_step, grad[i]
+                "step {}: summed gradient: value {value} at flat index {flat}{name} is not finite",
+                self.global_step
             ))
             .into());
         }
-        let mut out = vec![0f32; len];
-        let stepped = self.adam.step_piece(
-            k,
-            at,
-            &self.params[at..at + len],
-            &grad,
-            &mut out,
-            &mut self.next_exp_avg[at..at + len],
-            &mut self.next_exp_avg_sq[at..at + len],
-        );
-        self.scratch = grad;
-        stepped?;
-        Ok(f32_bytes(out))
+        Ok(f32_bytes(self.next_params[at..at + len].to_vec()))
     }
 
     /// Commits a complete step whose every chunk was reduced into `chunks` (the new
@@ -409,12 +422,9 @@ impl Trainer {
             .ok_or_else(|| Error::Server("a step committed twice".into()))?;
         self.adam
             .finish_step(k, &mut self.next_exp_avg, &mut self.next_exp_avg_sq)?;
-        let mut at = 0;
-        for c in chunks {
-            let len = c.len() / 4;
-            copy_le_f32(&mut self.params[at..at + len], c);
-            at += len;
-        }
+        // Every chunk was reduced into `next_params` (in the current generation: the chunks
+        // of a voided one were reduced again over them).
+        std::mem::swap(&mut self.params, &mut self.next_params);
         // The model's own copy of the parameters is brought up to date only when it is saved
         // (`finish_epoch`): copying 6.9 M values into it every step would cost more than Adam.
         self.model.update_batch_norms(&pooled)?;
