@@ -3,7 +3,7 @@
 //! buffers.
 use bytes::Bytes;
 use ecg_shared::model::ResNet1d;
-use ecg_shared::wire::f32_chunks;
+use ecg_shared::wire::{f32_bytes, f32_chunks};
 
 /// One state version, ready to send.
 #[derive(Debug)]
@@ -27,7 +27,7 @@ impl Snapshot {
         Snapshot {
             version,
             n_params: params.len() as u64,
-            chunks: f32_chunks(params, chunk_bytes),
+            chunks: f32_chunks(f32_bytes(params), chunk_bytes),
             bn_running,
             bn_tracked,
         }

@@ -10,12 +10,11 @@ compile_error!("the wire format is little-endian: big-endian hosts would need a 
 
 use crate::{Error, Result};
 
-/// `values` as little-endian chunks of at most `chunk_bytes` bytes (a multiple of 4), with
-/// the byte offset of each. The chunks are views of `values` itself (no copy): they keep it
-/// alive until the last one is dropped.
-pub fn f32_chunks(values: Vec<f32>, chunk_bytes: usize) -> Vec<(u64, Bytes)> {
+/// `all` (little-endian floats, as [`f32_bytes`] makes them) cut into chunks of at most
+/// `chunk_bytes` bytes (a multiple of 4), with the byte offset of each. The chunks are views of
+/// `all` (no copy).
+pub fn f32_chunks(all: Bytes, chunk_bytes: usize) -> Vec<(u64, Bytes)> {
     let per = (chunk_bytes / 4).max(1) * 4;
-    let all = Bytes::from_owner(F32Bytes(values));
     (0..all.len())
         .step_by(per)
         .map(|at| (at as u64, all.slice(at..(at + per).min(all.len()))))
@@ -51,18 +50,21 @@ impl AsRef<[u8]> for F32Bytes {
 /// Receives the chunks of one vector of a known length, in order.
 #[derive(Debug)]
 pub struct F32Assembler {
+    /// `expected` values, the first `filled` of them received.
     values: Vec<f32>,
+    filled: usize,
     expected: usize,
     what: &'static str,
 }
 
 impl F32Assembler {
-    /// An assembler for `n` values; `buffer` is reused (cleared) to avoid an allocation.
+    /// An assembler for `n` values into `buffer`, reused as it is: a buffer of `n` values from
+    /// an earlier vector is overwritten in place, without an allocation or a fill.
     pub fn new(n: usize, mut buffer: Vec<f32>, what: &'static str) -> Self {
-        buffer.clear();
-        buffer.reserve(n);
+        buffer.resize(n, 0.0);
         F32Assembler {
             values: buffer,
+            filled: 0,
             expected: n,
             what,
         }
@@ -84,41 +86,38 @@ impl F32Assembler {
         len: usize,
         fill: impl FnOnce(&mut [u8]) -> Result<()>,
     ) -> Result<()> {
-        let at = (self.values.len() * 4) as u64;
+        let at = (self.filled * 4) as u64;
         if offset != at {
             return Err(Error::Training(format!(
                 "{}: chunk at byte {offset}, expected byte {at}",
                 self.what
             )));
         }
-        if !len.is_multiple_of(4) || self.values.len() + len / 4 > self.expected {
+        if !len.is_multiple_of(4) || self.filled + len / 4 > self.expected {
             return Err(Error::Training(format!(
                 "{}: a chunk of {len} bytes at byte {offset} does not fit {} values",
                 self.what, self.expected
             )));
         }
-        let at = self.values.len();
-        self.values.resize(at + len / 4, 0.0);
-        let filled = fill(bytemuck::cast_slice_mut::<f32, u8>(&mut self.values[at..]));
-        if filled.is_err() {
-            self.values.truncate(at);
-        }
-        filled
+        let at = self.filled;
+        fill(bytemuck::cast_slice_mut::<f32, u8>(
+            &mut self.values[at..at + len / 4],
+        ))?;
+        self.filled += len / 4;
+        Ok(())
     }
 
     /// Values received so far.
     pub fn received(&self) -> usize {
-        self.values.len()
+        self.filled
     }
 
     /// The vector, once every value has arrived.
     pub fn finish(self) -> Result<Vec<f32>> {
-        if self.values.len() != self.expected {
+        if self.filled != self.expected {
             return Err(Error::Training(format!(
                 "{}: {} of {} values arrived",
-                self.what,
-                self.values.len(),
-                self.expected
+                self.what, self.filled, self.expected
             )));
         }
         Ok(self.values)
@@ -132,7 +131,7 @@ mod tests {
     #[test]
     fn chunks_reassemble_exactly_and_bad_chunks_are_refused() {
         let v: Vec<f32> = (0..1001).map(|i| i as f32 * 0.5 - 3.0).collect();
-        let chunks = f32_chunks(v.clone(), 400);
+        let chunks = f32_chunks(f32_bytes(v.clone()), 400);
         assert_eq!(chunks.len(), 11);
         assert!(chunks.iter().all(|(_, b)| b.len() <= 400));
         let mut a = F32Assembler::new(v.len(), Vec::new(), "test");
@@ -152,5 +151,20 @@ mod tests {
         short.push(0, &[0; 4]).expect("fits");
         let err = short.finish().expect_err("incomplete");
         assert!(err.to_string().contains("1 of 2"), "{err}");
+
+        // A buffer of an earlier vector is overwritten in place; a chunk whose fill fails
+        // leaves the position where it was.
+        let old = vec![7.0f32; v.len()];
+        let ptr = old.as_ptr();
+        let mut a = F32Assembler::new(v.len(), old, "test");
+        a.push_with(0, 400, |_| Err(Error::Training("torn".into())))
+            .expect_err("the fill failed");
+        assert_eq!(a.received(), 0);
+        for (off, b) in &chunks {
+            a.push(*off, b).expect("in order");
+        }
+        let again = a.finish().expect("complete");
+        assert_eq!(again, v);
+        assert_eq!(again.as_ptr(), ptr, "no new allocation");
     }
 }

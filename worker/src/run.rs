@@ -163,6 +163,7 @@ pub fn run(args: &Args) -> Result<()> {
         chunk_bytes: ecg_proto::CHUNK_BYTES,
         joined: false,
         segment: None,
+        spare: Vec::new(),
         leaving: Arc::new(AtomicBool::new(false)),
     };
     runtime.block_on(w.run())?;
@@ -224,6 +225,8 @@ struct Worker {
     /// The shared-memory segment of the current session, when the coordinator offered one
     /// and it is usable from here (see `ecg_shared::shm`).
     segment: Option<Arc<Segment>>,
+    /// The buffer of the last state downloaded, for the next download to fill.
+    spare: Vec<f32>,
     /// Set just before this worker leaves the run: the coordinator then forgets it, and the
     /// heartbeats' NOT_FOUND is no reason to register again.
     leaving: Arc<AtomicBool>,

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use ecg_proto::v1;
 use ecg_shared::data::index::DatasetIndex;
 use ecg_shared::data::prefetch::Prefetcher;
@@ -15,6 +16,7 @@ use ecg_shared::ids::ExamId;
 use ecg_shared::model::dropout::RngMasks;
 use ecg_shared::model::{ModelConfig, ResNet1d};
 use ecg_shared::train::sum_into;
+use ecg_shared::wire::f32_bytes;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -23,8 +25,8 @@ use crate::{Error, Result};
 /// A step's result on this worker.
 #[derive(Debug)]
 pub struct TrainResult {
-    /// The units' summed gradient.
-    pub grad: Vec<f32>,
+    /// The units' summed gradient, little-endian f32 (see `ecg_shared::wire`).
+    pub grad: Bytes,
     /// One result per unit, in the order given.
     pub units: Vec<v1::UnitResult>,
 }
@@ -36,8 +38,8 @@ enum Source {
         reader: Arc<BatchReader>,
         prefetch_threads: usize,
     },
-    /// No data: a delay per unit and a random gradient.
-    Simulated { delay: Duration, grad: Vec<f32> },
+    /// No data: a delay per unit and a random gradient (made once, shared by every step).
+    Simulated { delay: Duration, grad: Bytes },
 }
 
 /// The network and its inputs.
@@ -72,9 +74,11 @@ impl Compute {
     pub fn simulated(config: &ModelConfig, delay: Duration, seed: u64) -> Result<Self> {
         let model = ResNet1d::new(config, 0, &ecg_shared::model::Device::Cpu)?;
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-        let grad = (0..model.layout().total_len())
-            .map(|_| rng.random_range(-1e-3f32..1e-3))
-            .collect();
+        let grad = f32_bytes(
+            (0..model.layout().total_len())
+                .map(|_| rng.random_range(-1e-3f32..1e-3))
+                .collect(),
+        );
         Ok(Compute {
             model,
             source: Source::Simulated { delay, grad },
@@ -188,7 +192,7 @@ impl Compute {
                 }
                 let grad = grad.ok_or_else(|| Error::Protocol("a step without units".into()))?;
                 Ok(TrainResult {
-                    grad,
+                    grad: f32_bytes(grad),
                     units: results,
                 })
             }

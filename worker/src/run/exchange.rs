@@ -35,7 +35,9 @@ impl Worker {
             .map_err(Some)?
             .into_inner();
         let n = compute.lock().map_err(|_| None)?.n_params();
-        let mut asm = F32Assembler::new(n, Vec::new(), "state download");
+        // Into the buffer of the last state installed, overwritten in place.
+        let spare = std::mem::take(&mut self.spare);
+        let mut asm = F32Assembler::new(n, spare, "state download");
         let (mut running, mut tracked) = (Vec::new(), Vec::new());
         while let Some(c) = stream.message().await.map_err(Some)? {
             if c.version != version || c.n_params != n as u64 {
@@ -66,11 +68,12 @@ impl Worker {
                 .map_err(|e| Some(Status::internal(format!("--dump-states: {e}"))))?;
         }
         let compute = Arc::clone(compute);
-        tokio::task::spawn_blocking(move || {
+        self.spare = tokio::task::spawn_blocking(move || {
             compute
                 .lock()
                 .map_err(|_| ())
                 .and_then(|mut c| c.apply_state(&params, &running, &tracked).map_err(|_| ()))
+                .map(|()| params)
         })
         .await
         .map_err(|_| None)?
@@ -107,7 +110,7 @@ impl Worker {
             run_id: run_id.to_string(),
             worker_id: id,
             step: t.step,
-            n_values: result.grad.len() as u64,
+            n_values: (result.grad.len() / 4) as u64,
             units: result.units,
         };
         let mut msgs = vec![v1::GradientUpload {
