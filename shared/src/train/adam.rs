@@ -293,6 +293,13 @@ fn update(ps: &mut [f32], gs: &[f32], ms: &mut [f32], vs: &mut [f32], k: &Coeffs
 #[allow(unsafe_code)]
 fn update_into(ps: &[f32], gs: &[f32], ms: &[f32], vs: &[f32], out: Out<'_>, k: &Coeffs) {
     #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: `update_into_avx512` only requires AVX-512F (with its FMA), which this CPU
+        // has (checked just above).
+        unsafe { update_into_avx512(ps, gs, ms, vs, out, k) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if has_fma() {
         // SAFETY: as in `update`.
         unsafe { update_into_fma(ps, gs, ms, vs, out, k) };
@@ -313,6 +320,17 @@ fn has_fma() -> bool {
 #[target_feature(enable = "avx2,fma")]
 fn update_fma(ps: &mut [f32], gs: &[f32], ms: &mut [f32], vs: &mut [f32], k: &Coeffs) {
     update_body(ps, gs, ms, vs, k);
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn update_into_avx512(ps: &[f32], gs: &[f32], ms: &[f32], vs: &[f32], out: Out<'_>, k: &Coeffs) {
+    update_into_body(ps, gs, ms, vs, out, k);
 }
 
 #[cfg(target_arch = "x86_64")]
