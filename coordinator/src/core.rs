@@ -67,6 +67,9 @@ pub struct Member {
     pub exams: u64,
     /// Whether it has been told that the run is over.
     pub told_finished: bool,
+    /// Whether it downloads states over gRPC (not from the parameter segment): the versions it
+    /// needs must be made as bytes too.
+    pub needs_bytes: bool,
 }
 
 /// What a worker computed for one unit.
@@ -172,6 +175,26 @@ impl StepWork {
             .filter(|(_, (o, _))| *o == w)
             .map(|(&u, _)| u)
             .collect()
+    }
+
+    /// Refuses the upload whose first unit is `first` after the fact (its data changed after
+    /// it was checked): it leaves the reduction and, if it was accepted, its contribution goes
+    /// and its units wait for a worker again. Its worker, if there was such an upload.
+    pub fn reject(&mut self, first: u32) -> Option<WorkerId> {
+        let w = self.reduction.remove(first)?;
+        let first_unit = |c: &Contribution| c.units.iter().map(|u| u.index).min();
+        if let Some(i) = self
+            .contributions
+            .iter()
+            .position(|c| first_unit(c) == Some(first))
+        {
+            let c = self.contributions.remove(i);
+            for u in c.units.iter().rev() {
+                self.done.remove(&u.index);
+                self.pending.push_front(u.index);
+            }
+        }
+        Some(w)
     }
 
     fn release(&mut self, w: WorkerId) -> usize {
@@ -341,6 +364,7 @@ impl Core {
                 steps: 0,
                 exams: 0,
                 told_finished: false,
+                needs_bytes: true,
             },
         );
         id
@@ -396,9 +420,21 @@ impl Core {
         self.snapshot.version
     }
 
-    /// Work for `w`, or `None` when there is none now. A worker asking again while it holds
+    /// Whether `w`, holding state version `have`, could not download version `version`: it
+    /// downloads over gRPC and the version was made without its bytes (see
+    /// [`Member::needs_bytes`]; the steps begun after it joined make them).
+    fn cannot_fetch(&self, w: WorkerId, have: u64, version: u64) -> bool {
+        let needs_bytes = self.members.get(&w).is_some_and(|m| m.needs_bytes);
+        needs_bytes
+            && have != version
+            && version == self.snapshot.version
+            && !self.snapshot.has_bytes()
+    }
+
+    /// Work for `w`, which holds state version `have`, or `None` when there is none now (or
+    /// none it could do: see [`Core::cannot_fetch`]). A worker asking again while it holds
     /// units or a task gets the same ones back (its answer may have been lost).
-    pub fn assign(&mut self, w: WorkerId) -> Option<v1::WorkAssignment> {
+    pub fn assign(&mut self, w: WorkerId, have: u64) -> Option<v1::WorkAssignment> {
         if self.phase == Phase::Finished {
             if let Some(m) = self.members.get_mut(&w) {
                 m.told_finished = true;
@@ -409,6 +445,11 @@ impl Core {
                     reason: self.finish_reason.clone(),
                 })),
             });
+        }
+        if let Some(step) = self.step.as_ref().map(|s| s.step)
+            && self.cannot_fetch(w, have, step)
+        {
+            return None;
         }
         if let Some(s) = &mut self.step {
             let mut held = s.held_by(w);
@@ -435,6 +476,11 @@ impl Core {
                     })),
                 });
             }
+        }
+        if let Some(version) = self.predict.as_ref().map(|p| p.version)
+            && self.cannot_fetch(w, have, version)
+        {
+            return None;
         }
         if let Some(p) = &mut self.predict {
             let held = p.assigned.iter().find(|(_, o)| **o == w).map(|(&t, _)| t);

@@ -15,9 +15,11 @@ use ecg_shared::train::local::{TrainEvent, files};
 
 use crate::Result;
 use crate::core::{Phase, PredictRound, StepWork};
+use crate::error::Refusal;
 use crate::hub::Hub;
 use crate::plan::EpochPlan;
 use crate::reduce::Job;
+use crate::reduce::chunk::ChunkOutcome;
 use crate::snapshot::Snapshot;
 use crate::trainer::{TestFigures, Trainer};
 
@@ -91,7 +93,7 @@ pub fn drive(
         let best = load_checkpoint(&trainer.cfg.output.dir.join(files::BEST))?
             .build(&ecg_shared::model::Device::Cpu)?;
         let chunk_bytes = trainer.cfg.cluster.chunk_bytes();
-        let snap = Snapshot::new(BEST_VERSION, best.params_flat()?, &best, chunk_bytes);
+        let snap = Snapshot::new(BEST_VERSION, best.params_flat()?, &best, chunk_bytes, false);
         hub.lock().best = Some(Arc::new(snap));
     }
     if let Some(why) = finished_before(&trainer) {
@@ -249,7 +251,7 @@ pub fn drive(
             .validation(v.row.epoch, v.row.valid_loss, v.row.metrics.mae);
         if v.improved {
             let mut core = hub.lock();
-            core.best = Some(Arc::new(core.snapshot.relabel(BEST_VERSION)));
+            core.best = Some(best_snapshot(&trainer));
             core.progress.best_valid_loss = v.row.valid_loss;
         }
         trainer.save_state()?;
@@ -274,7 +276,7 @@ pub fn drive(
             // Without a validated best (no epoch finished), the test uses the last state.
             let mut core = hub.lock();
             if core.best.is_none() {
-                core.best = Some(Arc::new(core.snapshot.relabel(BEST_VERSION)));
+                core.best = Some(best_snapshot(&trainer));
             }
         }
         let tasks = trainer.tasks(&trainer.data.test);
@@ -312,10 +314,22 @@ pub fn drive(
     Ok(outcome(&trainer, reason, test, reduce_times, step_times))
 }
 
+/// The current state as the best one (with its bytes: the test split is predicted over gRPC
+/// too).
+fn best_snapshot(trainer: &Trainer) -> Arc<Snapshot> {
+    Arc::new(Snapshot::new(
+        BEST_VERSION,
+        trainer.params().to_vec(),
+        &trainer.model,
+        trainer.cfg.cluster.chunk_bytes(),
+        false,
+    ))
+}
+
 /// What the driver does next within a step.
 enum Next {
-    /// Reduce this chunk.
-    Reduce(Job),
+    /// Reduce these chunks (consecutive).
+    Reduce(Vec<Job>),
     /// Every unit is done and every chunk reduced: commit.
     Commit(Box<StepWork>),
     /// A stop was asked for and the step did not complete in time.
@@ -333,14 +347,28 @@ fn reduce_step(
 ) -> Result<Option<(StepWork, f64)>> {
     let mut stop_since: Option<Instant> = None;
     let mut reducing = Duration::ZERO;
+    // Whether the new parameters are made as bytes (for downloads over gRPC) and with their
+    // checksums (for the parameter segment's readers), by who is a member now; a worker
+    // joining later gets the versions made after it joined.
+    let (bytes, sums) = {
+        let core = hub.lock();
+        let grpc = core.members.values().filter(|m| m.needs_bytes).count();
+        (
+            grpc > 0 || core.members.is_empty(),
+            grpc < core.members.len(),
+        )
+    };
+    // Chunks reduced at once, one a thread.
+    let reducers = rayon::current_num_threads().max(1);
     loop {
         let next = hub.wait_for(tick, |core| {
             if let Some(s) = &core.step {
                 if s.complete() && s.reduction.done() {
                     return core.step.take().map(|s| Next::Commit(Box::new(s)));
                 }
-                if let Some(job) = s.reduction.job() {
-                    return Some(Next::Reduce(job));
+                let jobs = s.reduction.jobs(reducers);
+                if !jobs.is_empty() {
+                    return Some(Next::Reduce(jobs));
                 }
             }
             if hub.stopping() {
@@ -352,8 +380,8 @@ fn reduce_step(
             }
             None
         });
-        let job = match next {
-            Next::Reduce(job) => job,
+        let jobs = match next {
+            Next::Reduce(jobs) => jobs,
             Next::Commit(step) => return Ok(Some((*step, reducing.as_secs_f64()))),
             Next::Abandon => {
                 hub.facts.metrics.fault("aborted_step");
@@ -364,20 +392,40 @@ fn reduce_step(
             }
         };
         let started = Instant::now();
-        let reduced = trainer.reduce_chunk(&job);
+        let reduced = trainer.reduce_chunks(&jobs, bytes, sums);
         reducing += started.elapsed();
         {
             let mut core = hub.lock();
             let Some(s) = core.step.as_mut() else {
                 continue;
             };
+            let generation = jobs.first().map(|j| j.generation);
+            let current = s.reduction.generation() == generation.unwrap_or(u64::MAX);
             match reduced {
-                Ok(chunk) => {
-                    s.reduction.publish(job.generation, job.index, chunk);
+                Ok(outcomes) => {
+                    for (job, outcome) in jobs.iter().zip(outcomes) {
+                        match outcome {
+                            ChunkOutcome::Reduced(chunk) => {
+                                s.reduction.publish(job.generation, job.index, chunk);
+                            }
+                            // An upload whose piece became non-finite after its check is
+                            // refused, even if it was accepted: its units are done again.
+                            ChunkOutcome::Rewritten { key, why }
+                                if s.reduction.generation() == job.generation =>
+                            {
+                                if let Some(w) = s.reject(key) {
+                                    let r = Refusal::BadUpload(format!("{why}; found when summed"));
+                                    hub.facts.metrics.rejected(r.label());
+                                    tracing::warn!("step {}: {w}'s upload refused: {r}", s.step);
+                                }
+                            }
+                            ChunkOutcome::Rewritten { .. } => {}
+                        }
+                    }
                 }
                 // A sum that is not finite stops the run, unless the uploads it was made of
                 // have changed meanwhile.
-                Err(e) if s.reduction.generation() == job.generation => return Err(e),
+                Err(e) if current => return Err(e),
                 Err(_) => {}
             }
         }

@@ -9,7 +9,8 @@
 //! - [`core`]: members, the step and the prediction round in progress, published states.
 //! - [`hub`]: the core shared between the handlers and the driver, and how they wake.
 //! - [`snapshot`]: a published state version, ready to stream.
-//! - [`segments`]: shared-memory segments of the workers on the coordinator's host.
+//! - [`segments`]: shared memory with the workers on the coordinator's host.
+//! - [`store`]: where the parameters of the current version and the next are kept.
 //! - [`service`]: the gRPC handlers and the token check.
 //! - [`guard`]: counts and logs the refusals made by the transport (oversized messages).
 //! - [`driver`]: the run's loop of steps, validations and the test.
@@ -30,6 +31,7 @@ pub mod segments;
 pub mod server;
 pub mod service;
 pub mod snapshot;
+pub mod store;
 pub mod trainer;
 
 pub use error::{Error, Result};

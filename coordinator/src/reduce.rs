@@ -9,10 +9,59 @@
 //! the uploads that remain, once the withdrawn units are delivered by another worker. The step
 //! commits only when every unit is done and every chunk is reduced in the current generation.
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub mod chunk;
 
 use bytes::Bytes;
 
 use crate::core::WorkerId;
+use crate::segments::WorkerSegment;
+use crate::snapshot::ParamChunk;
+
+/// One chunk of an upload's gradient (little-endian f32).
+#[derive(Clone)]
+pub enum Piece {
+    /// Received in its message.
+    Bytes(Bytes),
+    /// In the worker's upload segment: `len` bytes at `offset`, whose checksum was `sum` when
+    /// they arrived (and were checked). The reduction reads them from there, taking the
+    /// checksum again.
+    Shared {
+        /// The worker's segment.
+        segment: Arc<WorkerSegment>,
+        /// Byte offset in its upload region.
+        offset: u64,
+        /// Bytes.
+        len: usize,
+        /// Their checksum.
+        sum: u64,
+    },
+}
+
+impl Piece {
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Piece::Bytes(b) => b.len(),
+            Piece::Shared { len, .. } => *len,
+        }
+    }
+
+    /// Whether it has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::fmt::Debug for Piece {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Piece::Bytes(b) => write!(f, "Bytes({})", b.len()),
+            Piece::Shared { offset, len, .. } => write!(f, "Shared({len} at {offset})"),
+        }
+    }
+}
 
 /// One upload of the step.
 #[derive(Debug)]
@@ -20,7 +69,7 @@ struct Upload {
     serial: u64,
     worker: WorkerId,
     units: usize,
-    chunks: Vec<Bytes>,
+    chunks: Vec<Piece>,
     accepted: bool,
 }
 
@@ -33,8 +82,9 @@ pub struct Job {
     pub index: usize,
     /// Index of its first value.
     pub at: usize,
-    /// The uploads' pieces of it (little-endian f32), in the order of their first unit.
-    pub parts: Vec<Bytes>,
+    /// The uploads' pieces of it, in the order of their first unit, each with that unit (the
+    /// upload's key).
+    pub parts: Vec<(u32, Piece)>,
 }
 
 /// The step's uploads and the chunks reduced from them.
@@ -45,7 +95,7 @@ pub struct Reduction {
     n_units: usize,
     uploads: BTreeMap<u32, Upload>,
     generation: u64,
-    reduced: Vec<Bytes>,
+    reduced: Vec<ParamChunk>,
     serials: u64,
 }
 
@@ -102,7 +152,7 @@ impl Reduction {
         first: u32,
         serial: u64,
         offset: u64,
-        data: Bytes,
+        data: Piece,
     ) -> Result<bool, String> {
         let chunk_values = self.chunk_values;
         let n_values = self.n_values;
@@ -161,6 +211,13 @@ impl Reduction {
         }
     }
 
+    /// Removes the upload `first`, accepted or not (its data cannot be trusted); its worker.
+    pub fn remove(&mut self, first: u32) -> Option<WorkerId> {
+        let gone = self.uploads.remove(&first)?;
+        self.void();
+        Some(gone.worker)
+    }
+
     /// Withdraws every upload of `worker` not yet accepted.
     pub fn withdraw_worker(&mut self, worker: WorkerId) {
         let before = self.uploads.len();
@@ -179,27 +236,43 @@ impl Reduction {
 
     /// The next chunk to reduce, when the uploads that have it hold every unit.
     pub fn job(&self) -> Option<Job> {
-        let index = self.reduced.len();
+        self.job_at(self.reduced.len())
+    }
+
+    /// The next chunks to reduce, up to `max` of them in a row, each once the uploads that have
+    /// it hold every unit.
+    pub fn jobs(&self, max: usize) -> Vec<Job> {
+        let first = self.reduced.len();
+        (first..first + max)
+            .map_while(|index| self.job_at(index))
+            .collect()
+    }
+
+    fn job_at(&self, index: usize) -> Option<Job> {
         if index >= self.n_chunks() {
             return None;
         }
-        let have: Vec<&Upload> = self
+        let have: Vec<(u32, &Upload)> = self
             .uploads
-            .values()
-            .filter(|u| u.chunks.len() > index)
+            .iter()
+            .filter(|(_, u)| u.chunks.len() > index)
+            .map(|(&k, u)| (k, u))
             .collect();
-        let units: usize = have.iter().map(|u| u.units).sum();
+        let units: usize = have.iter().map(|(_, u)| u.units).sum();
         (units == self.n_units).then(|| Job {
             generation: self.generation,
             index,
             at: index * self.chunk_values,
-            parts: have.iter().map(|u| u.chunks[index].clone()).collect(),
+            parts: have
+                .iter()
+                .map(|(k, u)| (*k, u.chunks[index].clone()))
+                .collect(),
         })
     }
 
     /// Records the new parameters of chunk `index` reduced in `generation`; false (and
     /// nothing recorded) when that generation is void or the chunk is not the next one.
-    pub fn publish(&mut self, generation: u64, index: usize, chunk: Bytes) -> bool {
+    pub fn publish(&mut self, generation: u64, index: usize, chunk: ParamChunk) -> bool {
         if generation != self.generation || index != self.reduced.len() {
             return false;
         }
@@ -213,12 +286,12 @@ impl Reduction {
     }
 
     /// The chunks reduced so far in the current generation, from chunk `from` on.
-    pub fn reduced_from(&self, from: usize) -> &[Bytes] {
+    pub fn reduced_from(&self, from: usize) -> &[ParamChunk] {
         self.reduced.get(from..).unwrap_or_default()
     }
 
     /// The reduced chunks (all of them once [`Reduction::done`]), taken.
-    pub fn take_reduced(&mut self) -> Vec<Bytes> {
+    pub fn take_reduced(&mut self) -> Vec<ParamChunk> {
         std::mem::take(&mut self.reduced)
     }
 
@@ -232,13 +305,25 @@ impl Reduction {
 mod tests {
     use super::*;
 
-    fn chunk(values: &[f32]) -> Bytes {
+    fn bytes(values: &[f32]) -> Bytes {
         Bytes::from(
             values
                 .iter()
                 .flat_map(|v| v.to_le_bytes())
                 .collect::<Vec<u8>>(),
         )
+    }
+
+    fn chunk(values: &[f32]) -> Piece {
+        Piece::Bytes(bytes(values))
+    }
+
+    fn reduced(values: &[f32]) -> ParamChunk {
+        ParamChunk {
+            len: values.len() * 4,
+            data: Some(bytes(values)),
+            shared_sum: None,
+        }
     }
 
     #[test]
@@ -253,12 +338,18 @@ mod tests {
         assert!(r.push(0, sa, 0, chunk(&[1.0; 4])).unwrap());
         assert!(r.job().is_none(), "unit 2 has not arrived");
         assert!(r.push(2, sb, 0, chunk(&[2.0; 4])).unwrap());
+        assert_eq!(r.jobs(2).len(), 1, "chunk 1 has not arrived");
         let job = r.job().expect("chunk 0 ready");
         assert_eq!((job.index, job.at, job.parts.len()), (0, 0, 2));
-        // In unit order, whatever the arrival order.
-        assert_eq!(job.parts[0], chunk(&[1.0; 4]));
-        assert!(r.publish(job.generation, 0, chunk(&[3.0; 4])));
-        assert!(!r.publish(job.generation, 0, chunk(&[3.0; 4])), "not twice");
+        // In unit order, whatever the arrival order, each with its upload's first unit.
+        assert_eq!(job.parts[0].0, 0);
+        assert_eq!(job.parts[1].0, 2);
+        assert!(matches!(&job.parts[0].1, Piece::Bytes(b) if *b == bytes(&[1.0; 4])));
+        assert!(r.publish(job.generation, 0, reduced(&[3.0; 4])));
+        assert!(
+            !r.publish(job.generation, 0, reduced(&[3.0; 4])),
+            "not twice"
+        );
         assert!(r.job().is_none());
 
         // A misplaced or wrongly sized chunk is refused, naming what was expected.
@@ -273,7 +364,7 @@ mod tests {
         r.withdraw(2, sb);
         assert_ne!(r.generation(), g);
         assert!(r.reduced_from(0).is_empty());
-        assert!(!r.publish(g, 0, chunk(&[3.0; 4])), "a void generation");
+        assert!(!r.publish(g, 0, reduced(&[3.0; 4])), "a void generation");
         // Another worker delivers unit 2 again; reduction starts over from chunk 0.
         let c = WorkerId(3);
         let sc = r.begin(2, c, 1);
@@ -292,13 +383,21 @@ mod tests {
         }
         let e = r.push(0, sa, 40, chunk(&[1.0])).unwrap_err();
         assert!(e.contains("all 3 chunks"), "{e}");
-        for i in 0..3 {
-            let job = r.job().expect("ready");
-            assert_eq!(job.index, i);
-            assert!(r.publish(job.generation, i, chunk(&[0.0])));
+        let jobs = r.jobs(5);
+        assert_eq!(jobs.iter().map(|j| j.index).collect::<Vec<_>>(), [0, 1, 2]);
+        for (i, job) in jobs.iter().enumerate() {
+            assert!(r.publish(job.generation, i, reduced(&[0.0])));
         }
         assert!(r.done());
         assert_eq!(r.offset(2), 32);
-        assert_eq!(r.take_reduced().len(), 3);
+        assert_eq!(r.reduced_from(1).len(), 2);
+        // An upload whose data cannot be trusted is removed, accepted or not: what was
+        // reduced with it is void.
+        let g = r.generation();
+        assert_eq!(r.remove(2), Some(c));
+        assert_ne!(r.generation(), g);
+        assert!(!r.done());
+        assert_eq!(r.remove(2), None);
+        assert!(r.take_reduced().is_empty());
     }
 }

@@ -47,7 +47,10 @@ pub fn read_token(path: &std::path::Path) -> Result<Option<String>> {
 }
 
 /// Runs the distributed training described by `trainer.cfg` to its end.
-pub fn run_cluster(trainer: Trainer, on_event: &mut dyn FnMut(TrainEvent)) -> Result<RunOutcome> {
+pub fn run_cluster(
+    mut trainer: Trainer,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<RunOutcome> {
     let cfg = trainer.cfg.clone();
     let c = &cfg.cluster;
     let token = read_token(&c.token_file)?;
@@ -70,11 +73,19 @@ pub fn run_cluster(trainer: Trainer, on_event: &mut dyn FnMut(TrainEvent)) -> Re
         chunk_bytes: c.chunk_bytes() as u32,
     };
     let metrics = Metrics::new();
+    let segments = Segments::new(
+        c.shared_memory_dir().map(Path::to_path_buf),
+        trainer.params().len(),
+    );
+    if let Some(regions) = segments.take_parameters(trainer.params().len()) {
+        trainer.share_parameters(regions)?;
+    }
     let snapshot = Snapshot::new(
         trainer.global_step,
         trainer.params().to_vec(),
         &trainer.model,
         c.chunk_bytes(),
+        trainer.parameters_shared(),
     );
     let facts = RunFacts {
         info,
@@ -91,10 +102,7 @@ pub fn run_cluster(trainer: Trainer, on_event: &mut dyn FnMut(TrainEvent)) -> Re
         step_deadline: Duration::from_millis(c.step_deadline_ms),
         linger_after_finish: c.linger_after_finish,
         metrics: Arc::clone(&metrics),
-        segments: Segments::new(
-            c.shared_memory_dir().map(Path::to_path_buf),
-            trainer.params().len(),
-        ),
+        segments,
     };
     let hub = Arc::new(Hub::new(Core::new(Arc::new(snapshot)), facts));
 

@@ -5,16 +5,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use ecg_proto::v1::{self, coordinator_server::Coordinator, work_assignment::Kind};
 use ecg_proto::{BEST_VERSION, PROTOCOL_VERSION};
 use ecg_shared::model::batchnorm::BnBatchStats;
-use ecg_shared::shm::{Region, Segment};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::core::{Contribution, UnitOutcome, WorkerId};
 use crate::error::{Refusal, shown};
 use crate::hub::Hub;
+use crate::reduce::Piece;
+use crate::segments::WorkerSegment;
 
 mod download;
 mod upload;
@@ -132,14 +132,23 @@ impl CoordinatorService {
         })
     }
 
-    /// The bytes of an upload's chunk: its `data`, or its copy from the worker's segment.
-    fn upload_data(
+    /// An upload's chunk: its `data`, checked; or the piece of the worker's segment it names,
+    /// checked where it lies (checksum and finiteness). Refused when malformed or not finite.
+    fn upload_piece(
         &self,
-        segment: Option<&Segment>,
+        segment: Option<&Arc<WorkerSegment>>,
         msg: v1::GradientUpload,
-    ) -> Result<Bytes, Refusal> {
+    ) -> Result<Piece, Refusal> {
+        let non_finite = |i: usize, v: f32| {
+            let at = msg.offset / 4 + i as u64;
+            Err(Refusal::BadUpload(format!("gradient value {at} is {v}")))
+        };
         if msg.shared_len == 0 {
-            return Ok(msg.data);
+            if let Some(i) = first_non_finite(&msg.data) {
+                let b = &msg.data[i * 4..i * 4 + 4];
+                return non_finite(i, f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            }
+            return Ok(Piece::Bytes(msg.data));
         }
         let len = msg.shared_len as usize;
         let bad = |why: String| Err(Refusal::BadUpload(why));
@@ -152,18 +161,28 @@ impl CoordinatorService {
         let Some(segment) = segment else {
             return bad("a shared-memory chunk from a worker that was offered no segment".into());
         };
-        if len > self.hub.facts.info.chunk_bytes as usize {
+        if len > self.hub.facts.info.chunk_bytes as usize || !len.is_multiple_of(4) {
             return bad(format!(
-                "a shared-memory chunk of {len} bytes, above the chunk size of {}",
+                "a shared-memory chunk of {len} bytes, above the chunk size of {} or not whole \
+                 values",
                 self.hub.facts.info.chunk_bytes
             ));
         }
-        let buf = match segment.read_vec(Region::Upload, msg.offset, len, msg.shared_sum) {
-            Ok(b) => b,
+        match segment
+            .segment
+            .check_f32(0, msg.offset, len, msg.shared_sum)
+        {
             Err(e) => return bad(e.to_string()),
-        };
+            Ok(Some((i, v))) => return non_finite(i, v),
+            Ok(None) => {}
+        }
         self.hub.facts.metrics.shared_memory("up", len as u64);
-        Ok(Bytes::from(buf))
+        Ok(Piece::Shared {
+            segment: Arc::clone(segment),
+            offset: msg.offset,
+            len,
+            sum: msg.shared_sum,
+        })
     }
 
     async fn receive_upload(
@@ -213,18 +232,11 @@ impl CoordinatorService {
                 },
             };
             let offset = msg.offset;
-            let data = self
-                .upload_data(segment.as_ref().map(|s| &s.segment), msg)
+            let piece = self
+                .upload_piece(segment.as_ref(), msg)
                 .map_err(|r| self.refuse(r))?;
-            if let Some(i) = first_non_finite(&data) {
-                let at = offset / 4 + i as u64;
-                let bad = f32::from_le_bytes(data[i * 4..i * 4 + 4].try_into().unwrap_or_default());
-                return Err(
-                    self.refuse(Refusal::BadUpload(format!("gradient value {at} is {bad}")))
-                );
-            }
             // The driver is woken only when the chunk completes one it can reduce.
-            if upload.push(offset, data).map_err(|r| self.refuse(r))? {
+            if upload.push(offset, piece).map_err(|r| self.refuse(r))? {
                 self.hub.bump();
             }
         }
@@ -305,6 +317,11 @@ impl Coordinator for CoordinatorService {
         };
         self.forget_segments();
         let shared_memory = self.hub.facts.segments.offer(id, local, remote);
+        if shared_memory.is_some()
+            && let Some(m) = self.hub.lock().members.get_mut(&id)
+        {
+            m.needs_bytes = false;
+        }
         self.hub.facts.metrics.set_workers(n);
         self.hub.bump();
         tracing::debug!("{id} joined from {} on {} ({})", r.host, r.device, r.build);
@@ -318,10 +335,12 @@ impl Coordinator for CoordinatorService {
                 ""
             }
         );
+        let (shared_memory, parameters) = shared_memory.unzip();
         Ok(Response::new(v1::RegisterResponse {
             run_id: self.hub.facts.info.run_id.clone(),
             worker_id: id.0,
             shared_memory,
+            parameters,
         }))
     }
 
@@ -343,15 +362,19 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<Self::GetStateStream>, Status> {
         let r = request.into_inner();
         let w = self.member(&r.run_id, r.worker_id)?;
+        let shared = r.shared_memory && self.hub.facts.segments.get(w).is_some();
+        if !shared {
+            // A worker offered shared memory that cannot use it: from now on the states are
+            // made as bytes for it too.
+            let mut core = self.hub.lock();
+            if let Some(m) = core.members.get_mut(&w).filter(|m| !m.needs_bytes) {
+                m.needs_bytes = true;
+                drop(core);
+                self.hub.facts.segments.retain(|o| o != w);
+            }
+        }
         let out = ChunkOut {
-            segment: r
-                .shared_memory
-                .then(|| self.hub.facts.segments.get(w))
-                .flatten()
-                .map(|s| {
-                    let n = s.new_download();
-                    (s, n)
-                }),
+            shared,
             metrics: Arc::clone(&self.hub.facts.metrics),
         };
         let snap = {
@@ -371,17 +394,20 @@ impl Coordinator for CoordinatorService {
         }
         .ok_or_else(|| self.refuse(Refusal::NoVersion(r.version)))?;
         self.hub.facts.metrics.state_download("published");
-        let n = snap.chunks.len();
-        let chunks = (0..n.max(1)).map(move |i| {
-            let (offset, data) = snap.chunks.get(i).cloned().unwrap_or_default();
-            let mut c = out.chunk(snap.version, snap.n_params, offset, data)?;
-            if i == 0 {
-                c.bn_running = snap.bn_running.clone();
-                c.bn_batches_tracked = snap.bn_tracked.clone();
-            }
-            Ok(c)
-        });
-        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+        let mut msgs = snap
+            .chunks
+            .iter()
+            .map(|(offset, c)| out.chunk(snap.version, snap.n_params, *offset, c))
+            .collect::<Option<Vec<v1::StateChunk>>>()
+            .ok_or_else(|| self.refuse(Refusal::NoVersion(snap.version)))?;
+        if msgs.is_empty() {
+            msgs.push(out.empty(snap.version, snap.n_params));
+        }
+        msgs[0].bn_running = snap.bn_running.clone();
+        msgs[0].bn_batches_tracked = snap.bn_tracked.clone();
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            msgs.into_iter().map(Ok),
+        ))))
     }
 
     async fn next_work(
@@ -395,7 +421,7 @@ impl Coordinator for CoordinatorService {
             let mut rx = {
                 let mut core = self.hub.lock();
                 core.touch(w).map_err(|e| self.refuse(e))?;
-                if let Some(a) = core.assign(w) {
+                if let Some(a) = core.assign(w, r.have_version) {
                     return Ok(Response::new(a));
                 }
                 self.hub.subscribe()

@@ -6,29 +6,28 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use bytes::Bytes;
-
 use ecg_proto::v1;
 use ecg_shared::config::ClusterConfig;
 use ecg_shared::model::batchnorm::{BnBatchStats, pool_batch_stats};
 use ecg_shared::model::checkpoint::{META_EPOCH, META_VALID_LOSS, save_model};
 use ecg_shared::model::state::{NamedTensor, StateDict, TensorData};
 use ecg_shared::model::{Device, ResNet1d};
+use ecg_shared::shm::F32Regions;
 use ecg_shared::train::adam::NextStep;
 use ecg_shared::train::history::{HistoryRow, ValidMetrics, write_atomic, write_history};
 use ecg_shared::train::local::{config_json, files, initial_model, optimizer};
 use ecg_shared::train::resume::{TrainState, load_train_state, save_train_state};
 use ecg_shared::train::{Adam, ReduceLrOnPlateau, StopRule, compute_weights};
-use ecg_shared::wire::{add_le_f32, copy_le_f32, f32_bytes};
 
 use crate::core::Contribution;
 use crate::plan::Unit;
 use crate::prepare::Prepared;
 use crate::reduce::Job;
+use crate::reduce::chunk::{ChunkOutcome, ChunkReducer, Outputs};
+use crate::snapshot::ParamChunk;
+use crate::store::ParamStore;
 use crate::{Error, Result};
-
-/// Values per block of the reduction (16 KiB of gradient on the stack).
-const REDUCE_BLOCK: usize = 4096;
+use rayon::prelude::*;
 
 /// What one committed step did.
 #[derive(Debug, Clone, Copy)]
@@ -73,11 +72,11 @@ pub struct Trainer {
     valid_w: Vec<f32>,
     /// The model holding the parameters and batch-norm buffers.
     pub model: ResNet1d,
-    params: Vec<f32>,
+    /// The parameters of the current version, and room for the next.
+    store: ParamStore,
     adam: Adam,
-    /// Adam's scalars for the step in progress, and the parameters and moments it writes.
+    /// Adam's scalars for the step in progress, and the moments it writes.
     next: Option<NextStep>,
-    next_params: Vec<f32>,
     next_exp_avg: Vec<f32>,
     next_exp_avg_sq: Vec<f32>,
     sched: ReduceLrOnPlateau,
@@ -132,10 +131,9 @@ impl Trainer {
             weight_of,
             valid_w,
             model,
-            params,
+            store: ParamStore::private(params),
             adam,
             next: None,
-            next_params: Vec::new(),
             next_exp_avg: Vec::new(),
             next_exp_avg_sq: Vec::new(),
             sched,
@@ -201,7 +199,7 @@ impl Trainer {
                 )));
             }
         }
-        let mut params = Vec::with_capacity(self.params.len());
+        let mut params = Vec::with_capacity(self.store.len());
         for e in self.model.layout().entries() {
             match s.model.get(&e.name).map(|t| &t.data) {
                 Some(TensorData::F32(v)) if v.len() == e.len => params.extend_from_slice(v),
@@ -223,7 +221,7 @@ impl Trainer {
         };
         self.model.set_params_flat(&params)?;
         self.model.set_bn_buffers(&running, &tracked)?;
-        self.params = params;
+        self.store.set(s.global_step, &params)?;
         self.adam = Adam::from_state(*self.adam.config(), s.adam)?;
         self.adam.set_lr(s.lr)?;
         self.sched = s.scheduler;
@@ -247,7 +245,7 @@ impl Trainer {
             model.push(NamedTensor::new(
                 e.name.clone(),
                 e.shape.clone(),
-                TensorData::F32(self.params[e.range()].to_vec()),
+                TensorData::F32(self.params()[e.range()].to_vec()),
             )?)?;
         }
         model.push(NamedTensor::new(
@@ -283,7 +281,18 @@ impl Trainer {
 
     /// The flat parameters.
     pub fn params(&self) -> &[f32] {
-        &self.params
+        self.store.current(self.global_step)
+    }
+
+    /// Keeps the parameters in `regions` (the parameter segment) from now on: the workers on
+    /// this host copy them from where Adam writes them.
+    pub fn share_parameters(&mut self, regions: F32Regions) -> Result<()> {
+        self.store.share(self.global_step, regions)
+    }
+
+    /// Whether the parameters lie in the parameter segment.
+    pub fn parameters_shared(&self) -> bool {
+        self.store.is_shared()
     }
 
     /// Whether epoch `self.epoch` is to run.
@@ -318,75 +327,75 @@ impl Trainer {
     /// Prepares the step about to be published: Adam's scalars for it, and room for the
     /// moments it writes.
     pub fn begin_step(&mut self) {
-        let n = self.params.len();
+        let n = self.store.len();
         self.next = Some(self.adam.next_step());
-        self.next_params.resize(n, 0.0);
         self.next_exp_avg.resize(n, 0.0);
         self.next_exp_avg_sq.resize(n, 0.0);
     }
 
-    /// Reduces one chunk of the step: sums the uploads' pieces (in the order given: unit
-    /// order) and applies Adam to it, returning the new parameters of the chunk. The run's
-    /// state does not change until [`Trainer::commit`].
-    pub fn reduce_chunk(&mut self, job: &Job) -> Result<Bytes> {
+    /// Reduces chunks of the step (consecutive, in order), each on its own thread: sums the
+    /// uploads' pieces (in the order given: unit order) and applies Adam, writing the new
+    /// parameters of the chunk where the next version is kept. The run's state does not change
+    /// until [`Trainer::commit`]. One outcome per chunk, in order; each chunk made as bytes when
+    /// `bytes` (some member downloads over gRPC), and with its checksum when `sums` (some
+    /// member reads the parameter segment, where the parameters then are).
+    pub fn reduce_chunks(
+        &mut self,
+        jobs: &[Job],
+        bytes: bool,
+        sums: bool,
+    ) -> Result<Vec<ChunkOutcome>> {
         let Some(k) = &self.next else {
             return Err(Error::Server("a chunk reduced outside a step".into()));
         };
-        let Some((first, rest)) = job.parts.split_first() else {
-            return Err(Error::Server("a chunk without uploads".into()));
+        let sums = sums && self.store.is_shared();
+        let (params, next) = self.store.step(self.global_step)?;
+        let ctx = ChunkReducer {
+            adam: &self.adam,
+            k,
+            params,
+            layout: self.model.layout(),
+            step: self.global_step,
+            bytes,
+            sums,
         };
-        let len = first.len() / 4;
-        let at = job.at;
-        if rest.iter().any(|p| p.len() != first.len()) || at + len > self.params.len() {
-            return Err(Error::Server(format!(
-                "chunk {} of {len} values at {at}: pieces of different sizes",
-                job.index
-            )));
-        }
-        // Block by block, each small enough to stay in the core's cache: the sum of the pieces
-        // in upload order, its check, and Adam, one pass over memory. (Spreading the blocks over
-        // threads made steps slower on a 2-core host, where the other cores are busy receiving
-        // uploads and sending parameters: `bench/exchange.sh`.)
-        let mut grad = [0f32; REDUCE_BLOCK];
-        let mut non_finite = None;
-        for from in (0..len).step_by(REDUCE_BLOCK) {
-            let to = (from + REDUCE_BLOCK).min(len);
-            let grad = &mut grad[..to - from];
-            copy_le_f32(grad, &first[from * 4..to * 4]);
-            for p in rest {
-                add_le_f32(grad, &p[from * 4..to * 4]);
+        // Each job's share of the outputs, cut in order.
+        let (mut p, mut m, mut v) = (
+            next,
+            &mut self.next_exp_avg[..],
+            &mut self.next_exp_avg_sq[..],
+        );
+        let mut cut = 0;
+        let mut work = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let len = job.parts.first().map_or(0, |(_, piece)| piece.len() / 4);
+            if job.parts.is_empty()
+                || job.parts.iter().any(|(_, piece)| piece.len() != len * 4)
+                || job.at < cut
+                || job.at + len > ctx.params.len()
+            {
+                return Err(Error::Server(format!(
+                    "chunk {} of {len} values at {}: no uploads, pieces of different sizes, or \
+                     out of order",
+                    job.index, job.at
+                )));
             }
-            if let Some(i) = grad.iter().position(|v| !v.is_finite()) {
-                non_finite = Some((from + i, grad[i]));
-                break;
-            }
-            let (at, piece) = (at + from, at + from..at + to);
-            self.adam.step_piece(
-                k,
-                at,
-                &self.params[piece.clone()],
-                grad,
-                &mut self.next_params[piece.clone()],
-                &mut self.next_exp_avg[piece.clone()],
-                &mut self.next_exp_avg_sq[piece],
-            )?;
+            let skip = job.at - cut;
+            let (_, rest) = std::mem::take(&mut p).split_at_mut(skip);
+            let (out_p, rest) = rest.split_at_mut(len);
+            p = rest;
+            let (_, rest) = std::mem::take(&mut m).split_at_mut(skip);
+            let (out_m, rest) = rest.split_at_mut(len);
+            m = rest;
+            let (_, rest) = std::mem::take(&mut v).split_at_mut(skip);
+            let (out_v, rest) = rest.split_at_mut(len);
+            v = rest;
+            cut = job.at + len;
+            work.push((job, Outputs(out_p, out_m, out_v)));
         }
-        if let Some((i, value)) = non_finite {
-            let flat = at + i;
-            let name = self
-                .model
-                .layout()
-                .entry_at(flat)
-                .map_or(String::new(), |e| {
-                    format!(" ({}[{}])", e.name, flat - e.offset)
-                });
-            return Err(ecg_shared::Error::Training(format!(
-                "step {}: summed gradient: value {value} at flat index {flat}{name} is not finite",
-                self.global_step
-            ))
-            .into());
-        }
-        Ok(f32_bytes(self.next_params[at..at + len].to_vec()))
+        work.into_par_iter()
+            .map(|(job, out)| ctx.reduce(job, out))
+            .collect()
     }
 
     /// Commits a complete step whose every chunk was reduced into `chunks` (the new
@@ -395,10 +404,10 @@ impl Trainer {
     pub fn commit(
         &mut self,
         contributions: &[Contribution],
-        chunks: &[Bytes],
+        chunks: &[ParamChunk],
     ) -> Result<Committed> {
-        let n = self.params.len();
-        let bytes: usize = chunks.iter().map(Bytes::len).sum();
+        let n = self.store.len();
+        let bytes: usize = chunks.iter().map(|c| c.len).sum();
         if bytes != n * 4 {
             return Err(Error::Server(format!(
                 "a step reduced to {bytes} bytes for {n} parameters"
@@ -422,9 +431,9 @@ impl Trainer {
             .ok_or_else(|| Error::Server("a step committed twice".into()))?;
         self.adam
             .finish_step(k, &mut self.next_exp_avg, &mut self.next_exp_avg_sq)?;
-        // Every chunk was reduced into `next_params` (in the current generation: the chunks
-        // of a voided one were reduced again over them).
-        std::mem::swap(&mut self.params, &mut self.next_params);
+        // Every chunk was reduced into the next parameters (in the current generation: the
+        // chunks of a voided one were reduced again over them).
+        self.store.commit();
         // The model's own copy of the parameters is brought up to date only when it is saved
         // (`finish_epoch`): copying 6.9 M values into it every step would cost more than Adam.
         self.model.update_batch_norms(&pooled)?;
@@ -465,7 +474,8 @@ impl Trainer {
             .sum::<f64>()
             / valid.len().max(1) as f64;
         let out = self.cfg.output.dir.clone();
-        self.model.set_params_flat(&self.params)?;
+        self.model
+            .set_params_flat(self.store.current(self.global_step))?;
         let mut meta = BTreeMap::new();
         meta.insert(META_EPOCH.to_string(), self.epoch.to_string());
         meta.insert(META_VALID_LOSS.to_string(), valid_loss.to_string());

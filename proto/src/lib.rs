@@ -14,7 +14,7 @@ pub mod v1 {
 }
 
 /// Version of the wire protocol; bumped on every incompatible change of `protos/ecg/v1`.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The state version of the best model (by validation loss), used to predict the test split.
 pub const BEST_VERSION: u64 = u64::MAX;

@@ -1,40 +1,54 @@
-//! Shared memory between the coordinator and a worker on the same host.
+//! Shared memory between the coordinator and the workers on its own host.
 //!
 //! Over gRPC every byte of a gradient or parameter chunk is copied by the sender's HTTP/2
 //! stack, the kernel twice and the receiver's stack. A worker on the coordinator's own host
-//! can instead hand chunks through a file on a tmpfs (`/dev/shm`) that both map: the sender
-//! writes the chunk in place and sends, over gRPC as before, only its offset, length and
-//! checksum; the receiver copies it out and checks the checksum of its copy. The checksum
-//! makes the scheme safe against every race (a stale writer, a chunk rewritten while read):
-//! a chunk whose copy does not match is refused like a malformed message.
+//! instead hands chunks through files on a tmpfs (`/dev/shm`) that both processes map; gRPC
+//! carries only each chunk's offset, length and checksum.
 //!
-//! A segment holds a header page (a magic number, the nonce, the region size) and two regions
-//! of the same size: [`Region::Upload`] (the worker writes its gradient there) and
-//! [`Region::Download`] (the coordinator writes parameters there). The coordinator creates it
-//! with a random nonce and tells the worker its path and nonce; the worker opens it, checks the
-//! nonce (a worker in another mount namespace, or on another host that happens to have the
-//! same path, finds another file or none, and stays on gRPC) and removes the path: from then
-//! on the memory lives as long as either mapping, and nothing is left behind on a crash.
+//! Two kinds of segment, both a header page (a magic number, the nonce, the region size and
+//! the number of regions) followed by page-aligned regions of the same size:
+//! - a worker's **upload segment** (one region): the worker writes its gradient chunks there;
+//!   the coordinator checks each chunk where it lies (checksum and finiteness, one read) and
+//!   later sums it straight from there, taking the checksum again in the same pass, so that a
+//!   chunk rewritten after its check is refused rather than summed;
+//! - the **parameter segment** (two regions, one per parity of the state version): the
+//!   coordinator writes the new parameters there as Adam makes them, once for every worker, and
+//!   each worker copies them out and checks the checksum of its copy. A worker maps it read-only.
+//!
+//! The coordinator creates an upload segment with a random nonce and tells the worker its path
+//! and nonce; the worker opens it, checks the nonce (a worker in another mount namespace, or on
+//! another host that happens to have the same path, finds another file or none, and stays on
+//! gRPC) and removes the path: from then on the memory lives as long as either mapping, and
+//! nothing is left behind on a crash. The parameter segment has no name at all (an
+//! `O_TMPFILE`): workers open it through the coordinator's descriptor under `/proc`
+//! ([`Segment::proc_path`]), so it goes with the coordinator's process.
+//!
+//! The checksums make the scheme safe against every race between honest processes (a stale
+//! writer, a chunk rewritten while read): a chunk whose checksum does not match is refused.
 #![allow(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use memmap2::MmapRaw;
+use memmap2::{MmapOptions, MmapRaw};
 
 use crate::{Error, Result};
 
 /// Bytes before the first region (one page, so that the regions are page-aligned).
 const HEADER: usize = 4096;
-const MAGIC: &[u8; 8] = b"ECGSHM01";
+const MAGIC: &[u8; 8] = b"ECGSHM02";
+/// Bytes of the header that carry something.
+const HEADER_USED: usize = 32;
 
-/// One of a segment's two regions.
+/// How a segment is mapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Region {
-    /// Written by the worker (gradient chunks), read by the coordinator.
-    Upload,
-    /// Written by the coordinator (parameter chunks), read by the worker.
-    Download,
+pub enum Access {
+    /// Read and write (the coordinator's mappings; a worker's upload segment).
+    ReadWrite,
+    /// Read only (a worker's parameter segment): a write is an error, never a fault.
+    ReadOnly,
 }
 
 /// A mapped segment.
@@ -42,9 +56,15 @@ pub struct Segment {
     map: MmapRaw,
     /// Bytes in each region.
     region: usize,
+    regions: usize,
+    writable: bool,
     path: PathBuf,
     /// Whether the path is ours to remove when dropped (the creator's, until it is removed).
     remove_on_drop: bool,
+    /// The open file of a segment without a name, kept to give it names.
+    unnamed: Option<File>,
+    /// Whether its writes were handed to an [`F32Regions`].
+    taken: AtomicBool,
 }
 
 impl std::fmt::Debug for Segment {
@@ -52,6 +72,7 @@ impl std::fmt::Debug for Segment {
         f.debug_struct("Segment")
             .field("path", &self.path)
             .field("region", &self.region)
+            .field("regions", &self.regions)
             .finish()
     }
 }
@@ -68,16 +89,26 @@ fn padded(region: usize) -> usize {
     region.div_ceil(HEADER) * HEADER
 }
 
+/// The size of a segment's file.
+fn file_len(region: usize, regions: usize) -> usize {
+    HEADER + regions * padded(region)
+}
+
+/// A fresh name for a segment in `dir`.
+fn fresh_name(dir: &Path) -> PathBuf {
+    dir.join(format!(
+        "ecg-cluster-{}-{:016x}.shm",
+        std::process::id(),
+        rand::random::<u64>()
+    ))
+}
+
 impl Segment {
-    /// Creates a segment with regions of `region` bytes in `dir`, owner-only, every page
-    /// reserved up front (a full tmpfs is an error here, not a bus error later). Returns it
-    /// with its nonce.
-    pub fn create(dir: &Path, region: usize) -> Result<(Segment, u64)> {
-        let nonce: u64 = rand::random();
-        let path = dir.join(format!(
-            "ecg-cluster-{}-{nonce:016x}.shm",
-            std::process::id()
-        ));
+    /// Creates a segment of `regions` regions of `region` bytes at a new path in `dir`,
+    /// owner-only, every page reserved up front (a full tmpfs is an error here, not a bus error
+    /// later). Returns it with its nonce; the path is removed when it is dropped.
+    pub fn create(dir: &Path, region: usize, regions: usize) -> Result<(Segment, u64)> {
+        let path = fresh_name(dir);
         let file = {
             use std::os::unix::fs::OpenOptionsExt;
             OpenOptions::new()
@@ -88,69 +119,167 @@ impl Segment {
                 .open(&path)
                 .map_err(|e| io(&path, e))?
         };
-        let len = HEADER + 2 * padded(region);
-        let made = reserve(&file, len)
-            .map_err(|e| io(&path, e))
-            .and_then(|()| MmapRaw::map_raw(&file).map_err(|e| io(&path, e)));
-        let map = match made {
-            Ok(m) => m,
+        match Self::init(file, path.clone(), region, regions, None) {
+            Ok((mut seg, nonce)) => {
+                seg.remove_on_drop = true;
+                Ok((seg, nonce))
+            }
             Err(e) => {
                 let _ = std::fs::remove_file(&path);
-                return Err(e);
+                Err(e)
             }
-        };
+        }
+    }
+
+    /// Creates a segment without a name in `dir` (it has names only once given them with
+    /// [`Segment::link`]); otherwise as [`Segment::create`]. Linux only.
+    pub fn create_unnamed(dir: &Path, region: usize, regions: usize) -> Result<(Segment, u64)> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_TMPFILE)
+                .mode(0o600)
+                .open(dir)
+                .map_err(|e| io(dir, e))?;
+            let keep = file.try_clone().map_err(|e| io(dir, e))?;
+            Self::init(file, dir.to_path_buf(), region, regions, Some(keep))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = (region, regions);
+            Err(io(
+                dir,
+                std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "segments without a name need Linux",
+                ),
+            ))
+        }
+    }
+
+    fn init(
+        file: File,
+        path: PathBuf,
+        region: usize,
+        regions: usize,
+        unnamed: Option<File>,
+    ) -> Result<(Segment, u64)> {
+        let nonce: u64 = rand::random();
+        reserve(&file, file_len(region, regions)).map_err(|e| io(&path, e))?;
+        let map = MmapRaw::map_raw(&file).map_err(|e| io(&path, e))?;
         let seg = Segment {
             map,
             region,
+            regions,
+            writable: true,
             path,
-            remove_on_drop: true,
+            remove_on_drop: false,
+            unnamed,
+            taken: AtomicBool::new(false),
         };
-        let mut header = [0u8; 24];
+        let mut header = [0u8; HEADER_USED];
         header[..8].copy_from_slice(MAGIC);
         header[8..16].copy_from_slice(&nonce.to_le_bytes());
-        header[16..].copy_from_slice(&(region as u64).to_le_bytes());
+        header[16..24].copy_from_slice(&(region as u64).to_le_bytes());
+        header[24..32].copy_from_slice(&(regions as u64).to_le_bytes());
         // SAFETY: the mapping is at least HEADER bytes long and nobody else knows it yet.
-        unsafe { std::ptr::copy_nonoverlapping(header.as_ptr(), seg.map.as_mut_ptr(), 24) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(header.as_ptr(), seg.map.as_mut_ptr(), HEADER_USED)
+        };
         Ok((seg, nonce))
     }
 
-    /// Opens the segment at `path`, which must carry `nonce` and regions of `region` bytes,
-    /// and removes the path (the mapping stays).
-    pub fn open(path: &Path, nonce: u64, region: usize) -> Result<Segment> {
+    /// The path through which other processes of this host open a segment made by
+    /// [`Segment::create_unnamed`]: this process's descriptor of it under `/proc` (whoever may
+    /// read this process's descriptors may open it; nobody removes it).
+    pub fn proc_path(&self) -> Result<PathBuf> {
+        let Some(file) = &self.unnamed else {
+            return Err(Error::Config(format!(
+                "{}: only a segment without a name is opened through /proc",
+                self.path.display()
+            )));
+        };
+        use std::os::fd::AsRawFd;
+        Ok(PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            file.as_raw_fd()
+        )))
+    }
+
+    /// Opens the segment at `path`, which must carry `nonce` and `regions` regions of `region`
+    /// bytes, and removes the path (the mapping stays): how a worker takes its upload segment.
+    pub fn claim(
+        path: &Path,
+        nonce: u64,
+        region: usize,
+        regions: usize,
+        access: Access,
+    ) -> Result<Segment> {
+        let seg = Self::open(path, nonce, region, regions, access)?;
+        std::fs::remove_file(path).map_err(|e| io(path, e))?;
+        Ok(seg)
+    }
+
+    /// Opens the segment at `path`, which must carry `nonce` and `regions` regions of `region`
+    /// bytes, leaving the path as it is.
+    pub fn open(
+        path: &Path,
+        nonce: u64,
+        region: usize,
+        regions: usize,
+        access: Access,
+    ) -> Result<Segment> {
+        let writable = access == Access::ReadWrite;
         let file = OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(writable)
             .open(path)
             .map_err(|e| io(path, e))?;
         let len = file.metadata().map_err(|e| io(path, e))?.len();
-        let want = (HEADER + 2 * padded(region)) as u64;
+        let want = file_len(region, regions) as u64;
         if len != want {
             return Err(Error::Config(format!(
-                "{}: {len} bytes, not the {want} of a segment for {region}-byte regions",
+                "{}: {len} bytes, not the {want} of a segment of {regions} regions of {region} bytes",
                 path.display()
             )));
         }
-        let map = MmapRaw::map_raw(&file).map_err(|e| io(path, e))?;
-        let mut header = [0u8; 24];
-        // SAFETY: the mapping is `want` > 24 bytes long.
-        unsafe { std::ptr::copy_nonoverlapping(map.as_ptr(), header.as_mut_ptr(), 24) };
+        let map = if writable {
+            MmapRaw::map_raw(&file)
+        } else {
+            MmapOptions::new().map_raw_read_only(&file)
+        }
+        .map_err(|e| io(path, e))?;
+        let mut header = [0u8; HEADER_USED];
+        // SAFETY: the mapping is `want` > HEADER_USED bytes long.
+        unsafe { std::ptr::copy_nonoverlapping(map.as_ptr(), header.as_mut_ptr(), HEADER_USED) };
         let word = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().unwrap_or([0; 8]));
-        if &header[..8] != MAGIC || word(8) != nonce || word(16) != region as u64 {
+        if &header[..8] != MAGIC
+            || word(8) != nonce
+            || word(16) != region as u64
+            || word(24) != regions as u64
+        {
             return Err(Error::Config(format!(
                 "{}: not the segment the coordinator made (another file at that path)",
                 path.display()
             )));
         }
-        std::fs::remove_file(path).map_err(|e| io(path, e))?;
         Ok(Segment {
             map,
             region,
+            regions,
+            writable,
             path: path.to_path_buf(),
             remove_on_drop: false,
+            unnamed: None,
+            taken: AtomicBool::new(false),
         })
     }
 
-    /// Where the segment is (or was, once opened by the worker).
+    /// Where the segment is (or was, once claimed by the worker; its folder when it has no name).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -160,58 +289,271 @@ impl Segment {
         self.region
     }
 
-    /// The start of `len` bytes at `offset` in `r`, or an error when they do not fit.
-    fn at(&self, r: Region, offset: u64, len: usize) -> Result<*mut u8> {
-        let end = offset.checked_add(len as u64);
-        if end.is_none_or(|e| e > self.region as u64) {
-            return Err(Error::Training(format!(
-                "{} bytes at offset {offset} do not fit the shared region of {} bytes",
-                len, self.region
-            )));
-        }
-        let base = match r {
-            Region::Upload => HEADER,
-            Region::Download => HEADER + padded(self.region),
-        };
-        // SAFETY: base + offset + len <= the mapping's length (checked above).
-        Ok(unsafe { self.map.as_mut_ptr().add(base + offset as usize) })
+    /// Number of regions.
+    pub fn regions(&self) -> usize {
+        self.regions
     }
 
-    /// Writes `data` at `offset` of region `r`; returns its [`checksum`] (taken in the same
-    /// pass as the copy).
-    pub fn write(&self, r: Region, offset: u64, data: &[u8]) -> Result<u64> {
-        let to = self.at(r, offset, data.len())?;
-        // SAFETY: `to` has room for `data` (checked by `at`); the mapping is shared memory
-        // that the other process may touch at the same time, which the reader's checksum of
-        // its own copy detects.
-        Ok(unsafe { copy_summed(data.as_ptr(), to, data.len()) })
+    /// The start of `len` bytes at `offset` in region `r`, or an error when they do not fit
+    /// (or when `write` is asked of a read-only mapping).
+    fn at(&self, r: usize, offset: u64, len: usize, write: bool) -> Result<*mut u8> {
+        let end = offset.checked_add(len as u64);
+        if r >= self.regions || end.is_none_or(|e| e > self.region as u64) {
+            return Err(Error::Training(format!(
+                "{len} bytes at offset {offset} of region {r} do not fit the shared segment of \
+                 {} regions of {} bytes",
+                self.regions, self.region
+            )));
+        }
+        if write && !self.writable {
+            return Err(Error::Training(format!(
+                "{}: a read-only shared segment cannot be written",
+                self.path.display()
+            )));
+        }
+        if write && self.taken.load(Ordering::Acquire) {
+            return Err(Error::Training(format!(
+                "{}: the segment is written through its F32Regions only",
+                self.path.display()
+            )));
+        }
+        // SAFETY: HEADER + r * padded + offset + len <= the mapping's length (checked above).
+        Ok(unsafe {
+            self.map
+                .as_mut_ptr()
+                .add(HEADER + r * padded(self.region) + offset as usize)
+        })
+    }
+
+    /// Writes `data` at `offset` of region `r`; returns its [`checksum`] (taken block by block
+    /// from `data` as it is copied).
+    pub fn write(&self, r: usize, offset: u64, data: &[u8]) -> Result<u64> {
+        let mut sum = Checksum::new();
+        self.write_summed(r, offset, data, &mut sum)?;
+        Ok(sum.finish())
+    }
+
+    /// Writes `data` at `offset` of region `r`, feeding it to `sum`.
+    fn write_summed(&self, r: usize, offset: u64, data: &[u8], sum: &mut Checksum) -> Result<()> {
+        let to = self.at(r, offset, data.len(), true)?;
+        for (i, block) in data.chunks(BLOCK).enumerate() {
+            sum.update(block);
+            // SAFETY: `to` has room for `data` (checked by `at`), of which `block` is the
+            // piece at i * BLOCK. The mapping is shared memory that the other process may touch
+            // at the same time, which the reader's checksum detects.
+            unsafe {
+                std::ptr::copy_nonoverlapping(block.as_ptr(), to.add(i * BLOCK), block.len());
+            }
+        }
+        Ok(())
     }
 
     /// Copies `out.len()` bytes at `offset` of region `r` into `out` and checks that their
     /// checksum is `sum` (the writer's): an error when the chunk changed while read, or was
     /// never written.
-    pub fn read(&self, r: Region, offset: u64, out: &mut [u8], sum: u64) -> Result<()> {
-        let from = self.at(r, offset, out.len())?;
-        // SAFETY: `from` holds `out.len()` bytes (checked by `at`); see `write`.
-        let got = unsafe { copy_summed(from, out.as_mut_ptr(), out.len()) };
-        check(got, sum, offset, out.len())
+    pub fn read(&self, r: usize, offset: u64, out: &mut [u8], sum: u64) -> Result<()> {
+        let mut got = Checksum::new();
+        self.read_summed(r, offset, out, &mut got)?;
+        check(got.finish(), sum, offset, out.len())
     }
 
-    /// The `len` bytes at `offset` of region `r`, copied into a new vector (never filled
-    /// before), checked as [`Segment::read`] checks them.
-    pub fn read_vec(&self, r: Region, offset: u64, len: usize, sum: u64) -> Result<Vec<u8>> {
-        let from = self.at(r, offset, len)?;
-        let mut out = Vec::with_capacity(len);
-        // SAFETY: `from` holds `len` bytes (see `read`) and `out` has room for them; every
-        // byte of `out` is written before its length is set, and any byte is a valid `u8`.
-        let got = unsafe {
-            let got = copy_summed(from, out.as_mut_ptr(), len);
-            out.set_len(len);
-            got
-        };
-        check(got, sum, offset, len)?;
-        Ok(out)
+    /// Copies `out.len()` bytes at `offset` of region `r` into `out`, feeding the copy (not the
+    /// shared memory, which may change meanwhile) to `sum`, block by block while it is in the
+    /// core's cache.
+    fn read_summed(&self, r: usize, offset: u64, out: &mut [u8], sum: &mut Checksum) -> Result<()> {
+        let from = self.at(r, offset, out.len(), false)?;
+        for (i, block) in out.chunks_mut(BLOCK).enumerate() {
+            // SAFETY: `from` holds `out.len()` bytes (checked by `at`), of which this block is
+            // the piece at i * BLOCK; see `write_summed`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(from.add(i * BLOCK), block.as_mut_ptr(), block.len());
+            }
+            sum.update(block);
+        }
+        Ok(())
     }
+
+    /// Checks the `len` bytes (little-endian f32) at `offset` of region `r` where they lie:
+    /// an error when their checksum is not `sum`; otherwise the first value that is NaN or
+    /// infinite, with its index, if any. (A chunk that changes after this check is caught by
+    /// the checksum its reader takes again.)
+    pub fn check_f32(
+        &self,
+        r: usize,
+        offset: u64,
+        len: usize,
+        sum: u64,
+    ) -> Result<Option<(usize, f32)>> {
+        let from = self.at(r, offset, len, false)?;
+        // SAFETY: `from` holds `len` bytes (checked by `at`), read as plain bytes; see
+        // `write_summed`.
+        let data = unsafe { std::slice::from_raw_parts(from.cast_const(), len) };
+        let mut got = Checksum::new();
+        let mut bad = false;
+        for block in data.chunks(BLOCK) {
+            got.update(block);
+            bad |= any_non_finite(block);
+        }
+        check(got.finish(), sum, offset, len)?;
+        if !bad {
+            return Ok(None);
+        }
+        // Where (rare: the chunk is refused), from a checked copy.
+        let mut values = vec![0u8; len];
+        self.read(r, offset, &mut values, sum)?;
+        Ok(values.chunks_exact(4).enumerate().find_map(|(i, b)| {
+            let bits = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            non_finite(bits).then(|| (i, f32::from_bits(bits)))
+        }))
+    }
+
+    /// Copies the `out.len()` little-endian f32 at `offset` of region `r` into `out`, without a
+    /// checksum: for values already checked where they lie ([`Segment::check_f32`]) that their
+    /// writer leaves alone from then on.
+    pub fn copy_f32(&self, r: usize, offset: u64, out: &mut [f32]) -> Result<()> {
+        let out: &mut [u8] = bytemuck::cast_slice_mut(out);
+        let from = self.at(r, offset, out.len(), false)?;
+        // SAFETY: `from` holds `out.len()` bytes (checked by `at`); see `write_summed`.
+        unsafe { std::ptr::copy_nonoverlapping(from, out.as_mut_ptr(), out.len()) };
+        Ok(())
+    }
+
+    /// Writes `values` (as little-endian f32) at `offset` of region `r`, feeding their bytes to
+    /// `sum`.
+    pub fn write_f32(
+        &self,
+        r: usize,
+        offset: u64,
+        values: &[f32],
+        sum: &mut Checksum,
+    ) -> Result<()> {
+        self.write_summed(r, offset, bytemuck::cast_slice(values), sum)
+    }
+}
+
+/// The write access to a segment's regions, as f32 values, taken once: from then on the
+/// segment's own writes are refused, so the slices lent here are written by nothing else in
+/// this process (other processes map such a segment read-only).
+pub struct F32Regions {
+    seg: Arc<Segment>,
+    /// Values in each region.
+    n: usize,
+}
+
+impl std::fmt::Debug for F32Regions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("F32Regions")
+            .field("segment", &self.seg)
+            .field("n", &self.n)
+            .finish()
+    }
+}
+
+impl F32Regions {
+    /// Takes the write access to `seg`, whose regions then hold `n` values each.
+    pub fn take(seg: Arc<Segment>, n: usize) -> Result<Self> {
+        if !seg.writable || n * 4 > seg.region {
+            return Err(Error::Training(format!(
+                "{}: not a writable segment with room for {n} values a region",
+                seg.path.display()
+            )));
+        }
+        if seg.taken.swap(true, Ordering::AcqRel) {
+            return Err(Error::Training(format!(
+                "{}: its write access was taken already",
+                seg.path.display()
+            )));
+        }
+        Ok(F32Regions { seg, n })
+    }
+
+    /// The segment (to give others the means to open it).
+    pub fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    /// Values in each region.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Whether the regions hold no values.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// The start of region `r` (modulo the number of regions), as f32.
+    fn base(&self, r: usize) -> *mut f32 {
+        let r = r % self.seg.regions;
+        // SAFETY: HEADER + r * padded(region) + n * 4 <= the mapping's length (`take` checked
+        // n * 4 <= region); the offset is a multiple of the page size, so the pointer is
+        // aligned for f32.
+        unsafe {
+            self.seg
+                .map
+                .as_mut_ptr()
+                .add(HEADER + r * padded(self.seg.region))
+                .cast()
+        }
+    }
+
+    /// Region `r` (modulo the number of regions).
+    pub fn region(&self, r: usize) -> &[f32] {
+        // SAFETY: `base` holds `n` aligned f32 of the live mapping (kept by `seg`); it is
+        // written only through `&mut self` (see the type's comment), so not while this borrow
+        // lives.
+        unsafe { std::slice::from_raw_parts(self.base(r), self.n) }
+    }
+
+    /// Region `r` to write.
+    pub fn region_mut(&mut self, r: usize) -> &mut [f32] {
+        // SAFETY: as `region`, and `&mut self` makes this the only borrow.
+        unsafe { std::slice::from_raw_parts_mut(self.base(r), self.n) }
+    }
+
+    /// Region `read` to read and region `write` to write, at once (they must differ).
+    pub fn split(&mut self, read: usize, write: usize) -> Result<(&[f32], &mut [f32])> {
+        let regions = self.seg.regions;
+        if read % regions == write % regions {
+            return Err(Error::Training(format!(
+                "region {read} cannot be read while region {write} is written: the same one"
+            )));
+        }
+        // SAFETY: two distinct regions (checked above) of the live mapping; `&mut self` makes
+        // these the only borrows.
+        Ok(unsafe {
+            (
+                std::slice::from_raw_parts(self.base(read), self.n),
+                std::slice::from_raw_parts_mut(self.base(write), self.n),
+            )
+        })
+    }
+}
+
+/// Bytes handled at a time by the copies that take a checksum: small enough to stay in the
+/// core's first-level cache between the copy and the sums.
+const BLOCK: usize = 16 * 1024;
+
+/// Whether any of the little-endian f32 in `block` is NaN or infinite (branch-free).
+fn any_non_finite(block: &[u8]) -> bool {
+    let mut words = block.chunks_exact(32);
+    let mut bad = false;
+    for word in &mut words {
+        let v: [u32; 8] = bytemuck::pod_read_unaligned(word);
+        bad |= v
+            .iter()
+            .fold(false, |acc, &x| acc | non_finite(u32::from_le(x)));
+    }
+    bad | words
+        .remainder()
+        .chunks_exact(4)
+        .any(|b| non_finite(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+}
+
+/// Whether the f32 of these bits is NaN or infinite.
+#[inline(always)]
+fn non_finite(bits: u32) -> bool {
+    bits & 0x7f80_0000 == 0x7f80_0000
 }
 
 fn check(got: u64, sum: u64, offset: u64, len: usize) -> Result<()> {
@@ -251,64 +593,75 @@ fn reserve(file: &File, len: usize) -> std::io::Result<()> {
 /// A position-sensitive checksum of `data` (Fletcher-style sums of little-endian 64-bit words
 /// in four lanes, then the tail bytes): it tells a chunk from a stale or half-rewritten one,
 /// at memory speed. Not a defence against a malicious writer (the cluster token and the
-/// segment's owner-only mode are).
+/// segments' owner-only mode are).
 pub fn checksum(data: &[u8]) -> u64 {
-    let mut sums = Sums::default();
-    let mut blocks = data.chunks_exact(32);
-    for block in &mut blocks {
-        let mut w = [0u64; 4];
-        for (l, w) in w.iter_mut().enumerate() {
-            *w = u64::from_le_bytes(block[l * 8..l * 8 + 8].try_into().unwrap_or([0; 8]));
-        }
-        sums.add(w);
-    }
-    sums.finish(data.len(), blocks.remainder())
+    let mut sum = Checksum::new();
+    sum.update(data);
+    sum.finish()
 }
 
-/// Copies `len` bytes from `from` to `to` and returns their [`checksum`], reading each byte
-/// once (the copy and the sums in one pass over memory).
-///
-/// # Safety
-/// `from` must be readable and `to` writable for `len` bytes, and the two must not overlap.
-unsafe fn copy_summed(from: *const u8, to: *mut u8, len: usize) -> u64 {
-    let mut sums = Sums::default();
-    let whole = len / 32 * 32;
-    let mut i = 0;
-    while i < whole {
-        // SAFETY: i + 32 <= len; unaligned reads and writes of plain words.
-        let w: [u64; 4] = unsafe { std::ptr::read_unaligned(from.add(i).cast()) };
-        unsafe { std::ptr::write_unaligned(to.add(i).cast(), w) };
-        sums.add(w.map(u64::from_le));
-        i += 32;
-    }
-    let mut tail = [0u8; 32];
-    let tail = &mut tail[..len - whole];
-    // SAFETY: the last `len - whole` (< 32) bytes of both ranges.
-    unsafe {
-        std::ptr::copy_nonoverlapping(from.add(whole), tail.as_mut_ptr(), tail.len());
-        std::ptr::copy_nonoverlapping(tail.as_ptr(), to.add(whole), tail.len());
-    }
-    sums.finish(len, tail)
-}
-
-/// The running sums of [`checksum`].
-#[derive(Default)]
-struct Sums {
+/// The [`checksum`] of bytes fed in pieces, in order.
+#[derive(Debug, Clone, Default)]
+pub struct Checksum {
     a: [u64; 4],
     b: [u64; 4],
+    len: u64,
+    /// Bytes of an incomplete 32-byte word.
+    pending: [u8; 32],
+    n_pending: usize,
 }
 
-impl Sums {
-    #[inline(always)]
-    fn add(&mut self, w: [u64; 4]) {
-        for ((a, b), w) in self.a.iter_mut().zip(&mut self.b).zip(w) {
-            *a = a.wrapping_add(w);
-            *b = b.wrapping_add(*a);
-        }
+impl Checksum {
+    /// The checksum of nothing yet.
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    fn finish(&self, len: usize, tail: &[u8]) -> u64 {
-        let mut h = len as u64;
+    /// Feeds `data`.
+    pub fn update(&mut self, mut data: &[u8]) {
+        self.len += data.len() as u64;
+        if self.n_pending > 0 {
+            let take = (32 - self.n_pending).min(data.len());
+            self.pending[self.n_pending..self.n_pending + take].copy_from_slice(&data[..take]);
+            self.n_pending += take;
+            data = &data[take..];
+            if self.n_pending < 32 {
+                return;
+            }
+            let pending = self.pending;
+            self.words(&pending);
+            self.n_pending = 0;
+        }
+        let whole = data.len() / 32 * 32;
+        self.words(&data[..whole]);
+        let tail = &data[whole..];
+        self.pending[..tail.len()].copy_from_slice(tail);
+        self.n_pending = tail.len();
+    }
+
+    /// Feeds `values` as little-endian bytes.
+    pub fn update_f32(&mut self, values: &[f32]) {
+        self.update(bytemuck::cast_slice(values));
+    }
+
+    /// Feeds `data`, a whole number of 32-byte words.
+    fn words(&mut self, data: &[u8]) {
+        let (mut a, mut b) = (self.a, self.b);
+        for word in data.chunks_exact(32) {
+            // One unaligned load of four words (byte by byte, the sums ran 3x slower).
+            let w: [u64; 4] = bytemuck::pod_read_unaligned(word);
+            for l in 0..4 {
+                let w = u64::from_le(w[l]);
+                a[l] = a[l].wrapping_add(w);
+                b[l] = b[l].wrapping_add(a[l]);
+            }
+        }
+        (self.a, self.b) = (a, b);
+    }
+
+    /// The checksum of everything fed.
+    pub fn finish(&self) -> u64 {
+        let mut h = self.len;
         for l in 0..4 {
             h = h
                 .wrapping_mul(0x9e37_79b9_7f4a_7c15)
@@ -317,7 +670,7 @@ impl Sums {
                 .wrapping_mul(0x9e37_79b9_7f4a_7c15)
                 .wrapping_add(self.b[l]);
         }
-        for &t in tail {
+        for &t in &self.pending[..self.n_pending] {
             h = h.wrapping_mul(0x100_0000_01b3).wrapping_add(u64::from(t));
         }
         h
@@ -325,109 +678,4 @@ impl Sums {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunks_travel_between_two_mappings_and_the_path_goes_once_opened() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let region = 10_000;
-        let (coord, nonce) = Segment::create(dir.path(), region).expect("create");
-        assert!(coord.path().exists());
-        let worker = Segment::open(coord.path(), nonce, region).expect("open");
-        assert!(!coord.path().exists(), "the worker removes the path");
-        let up: Vec<u8> = (0..4000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let sum = worker.write(Region::Upload, 4096, &up).expect("write");
-        let mut got = vec![0u8; up.len()];
-        coord
-            .read(Region::Upload, 4096, &mut got, sum)
-            .expect("read");
-        assert_eq!(got, up);
-        // The regions are apart: the download region at the same offset is still zero.
-        let sum = coord
-            .write(Region::Download, 0, &[9; 100])
-            .expect("write down");
-        let mut down = [0u8; 100];
-        worker
-            .read(Region::Download, 0, &mut down, sum)
-            .expect("read down");
-        assert_eq!(down, [9; 100]);
-        coord
-            .read(Region::Upload, 0, &mut [0u8; 100], checksum(&[9; 100]))
-            .expect_err("the upload region's first bytes were never written");
-    }
-
-    #[test]
-    fn a_rewritten_chunk_a_wrong_nonce_and_out_of_range_chunks_are_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (coord, nonce) = Segment::create(dir.path(), 4096).expect("create");
-        let err = Segment::open(coord.path(), nonce ^ 1, 4096).expect_err("wrong nonce");
-        assert!(err.to_string().contains("not the segment"), "{err}");
-        assert!(coord.path().exists(), "a refused open leaves the path");
-        let err = Segment::open(coord.path(), nonce, 8192).expect_err("wrong size");
-        assert!(err.to_string().contains("bytes"), "{err}");
-        let worker = Segment::open(coord.path(), nonce, 4096).expect("open");
-        let sum = worker.write(Region::Upload, 0, &[1u8; 64]).expect("write");
-        worker
-            .write(Region::Upload, 32, &[2u8; 8])
-            .expect("rewrite");
-        let err = coord
-            .read(Region::Upload, 0, &mut [0u8; 64], sum)
-            .expect_err("rewritten while read");
-        assert!(err.to_string().contains("checksum"), "{err}");
-        let err = coord
-            .write(Region::Download, 4090, &[0u8; 7])
-            .expect_err("past the end");
-        assert!(err.to_string().contains("do not fit"), "{err}");
-        coord
-            .read(Region::Download, u64::MAX, &mut [0u8; 1], 0)
-            .expect_err("offset overflow");
-    }
-
-    #[test]
-    fn the_creator_removes_a_path_nobody_opened() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (seg, _) = Segment::create(dir.path(), 100).expect("create");
-        let path = seg.path().to_path_buf();
-        drop(seg);
-        assert!(!path.exists());
-        let err = Segment::create(&dir.path().join("missing"), 100).expect_err("no dir");
-        assert!(err.to_string().contains("missing"), "{err}");
-    }
-
-    #[test]
-    fn the_copy_and_its_checksum_in_one_pass_agree_with_the_checksum() {
-        let data: Vec<u8> = (0..1000u32).map(|i| (i * 31 % 256) as u8).collect();
-        for (start, len) in [(0, 0), (0, 31), (0, 32), (1, 64), (3, 997), (0, 1000)] {
-            let src = &data[start..start + len];
-            let mut out = vec![0xaau8; len];
-            // SAFETY: both ranges are `len` bytes long and apart.
-            let sum = unsafe { copy_summed(src.as_ptr(), out.as_mut_ptr(), len) };
-            assert_eq!(out, src, "copy of {len} bytes from {start}");
-            assert_eq!(sum, checksum(src), "checksum of {len} bytes from {start}");
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (seg, _) = Segment::create(dir.path(), 4096).expect("create");
-        let sum = seg.write(Region::Upload, 8, &data[..999]).expect("write");
-        assert_eq!(sum, checksum(&data[..999]));
-        let got = seg.read_vec(Region::Upload, 8, 999, sum).expect("read");
-        assert_eq!(got, &data[..999]);
-        let err = seg
-            .read_vec(Region::Upload, 8, 999, sum ^ 1)
-            .expect_err("another checksum");
-        assert!(err.to_string().contains("checksum"), "{err}");
-        seg.read_vec(Region::Upload, 4000, 999, sum)
-            .expect_err("past the end");
-    }
-
-    #[test]
-    fn the_checksum_sees_order_and_length() {
-        let a: Vec<u8> = (0..64).collect();
-        let mut b = a.clone();
-        b.swap(0, 8);
-        assert_ne!(checksum(&a), checksum(&b), "words swapped");
-        assert_ne!(checksum(&a[..63]), checksum(&a[..64]));
-        assert_ne!(checksum(&[0; 32]), checksum(&[0; 40]), "zero padding");
-        assert_eq!(checksum(&a), checksum(&a.clone()));
-    }
-}
+mod tests;

@@ -110,6 +110,14 @@ fn two_workers_take_the_steps_of_one_with_twice_the_batch_and_agree_bit_for_bit(
             cluster_section(2, 4, "chunk_kib = 1\nshared_memory_dir = \"\"\n")
         ),
     );
+    // A fourth: one worker through shared memory, the other (on the same host) over gRPC.
+    let (cfg_mixed, out_mixed) = run_config(
+        tmp.path(),
+        "mixed",
+        &data,
+        MICRO,
+        &format!("{training}{}", cluster_section(2, 4, "chunk_kib = 1\n")),
+    );
     let dump = |out: &Path, i: usize| -> Vec<String> {
         vec![
             "--dump-states".into(),
@@ -117,6 +125,9 @@ fn two_workers_take_the_steps_of_one_with_twice_the_batch_and_agree_bit_for_bit(
         ]
     };
     let text = run_cluster(&cfg2, &out2, &[dump(&out2, 0), dump(&out2, 1)]);
+    let mut grpc_worker = dump(&out_mixed, 1);
+    grpc_worker.push("--no-shared-memory".into());
+    let text_mixed = run_cluster(&cfg_mixed, &out_mixed, &[dump(&out_mixed, 0), grpc_worker]);
     let text1 = run_cluster(&cfg1, &out1, &[dump(&out1, 0)]);
     let text_grpc = run_cluster(
         &cfg_grpc,
@@ -136,6 +147,10 @@ fn two_workers_take_the_steps_of_one_with_twice_the_batch_and_agree_bit_for_bit(
     assert!(
         up > 0 && down > 0,
         "shared memory: {up} bytes up, {down} down"
+    );
+    assert!(
+        shared(&text_mixed).is_some_and(|(up, down)| up > 0 && down > 0),
+        "one worker used shared memory:\n{text_mixed}"
     );
     assert_eq!(shared(&text1), None, "shared memory was off:\n{text1}");
     assert_eq!(
@@ -178,12 +193,20 @@ fn two_workers_take_the_steps_of_one_with_twice_the_batch_and_agree_bit_for_bit(
         }
     }
     assert!(common >= 2, "only {common} versions held by both workers");
+    let (mixed0, mixed1) = (
+        states(&out_mixed.join("states0")),
+        states(&out_mixed.join("states1")),
+    );
+    assert!(
+        !mixed1.is_empty(),
+        "the gRPC worker of the mixed run took part"
+    );
     let mut same_as_grpc = 0;
-    for (v, p) in a.iter().chain(&b) {
+    for (v, p) in a.iter().chain(&b).chain(&mixed0).chain(&mixed1) {
         if let Some(q) = grpc0.get(v).or(grpc1.get(v)) {
             assert!(
                 p.iter().zip(q).all(|(x, y)| x.to_bits() == y.to_bits()),
-                "version {v}: shared memory and gRPC runs differ"
+                "version {v}: the shared memory, mixed and gRPC runs differ"
             );
             same_as_grpc += 1;
         }
@@ -267,8 +290,14 @@ fn every_training_exam_is_used_once_per_epoch_with_one_two_three_and_a_late_work
     let mut first = start_worker(&addr, out.join("worker0.log"), &[&a[0], &a[1]]);
     // The second worker starts once the first has trained and validated epoch 0 alone.
     coord.wait_for_line("epoch   0  train loss");
+    // It passes its chunks over gRPC: the versions made so far were made for the parameter
+    // segment only, so it waits for one made with its bytes too.
     let b = log_arg(1);
-    let mut second = start_worker(&addr, out.join("worker1.log"), &[&b[0], &b[1]]);
+    let mut second = start_worker(
+        &addr,
+        out.join("worker1.log"),
+        &[&b[0], &b[1], "--no-shared-memory"],
+    );
     coord.wait_ok();
     first.wait_ok();
     second.wait_ok();

@@ -16,7 +16,7 @@ use ecg_proto::v1::{self, work_assignment::Kind};
 use ecg_proto::{NO_VERSION, PROTOCOL_VERSION};
 use ecg_shared::config::{ClientTlsPem, ClusterConfig};
 use ecg_shared::model::ModelConfig;
-use ecg_shared::shm::Segment;
+use ecg_shared::shm::{Access, Segment};
 use tonic::Status;
 
 use crate::client::{Client, Failure, classify, connect};
@@ -83,6 +83,10 @@ pub struct Args {
     /// container that exits is started again).
     #[arg(long, env = "ECG_LINGER_AFTER_FINISH")]
     pub linger_after_finish: bool,
+    /// Pass every chunk over gRPC even when the coordinator offers shared memory (it does to
+    /// workers on its own host).
+    #[arg(long, env = "ECG_NO_SHARED_MEMORY")]
+    pub no_shared_memory: bool,
 }
 
 /// The CPU, or CUDA device `gpu` (an error naming what is missing when it cannot be had).
@@ -162,7 +166,7 @@ pub fn run(args: &Args) -> Result<()> {
         version: NO_VERSION,
         chunk_bytes: ecg_proto::CHUNK_BYTES,
         joined: false,
-        segment: None,
+        shared: None,
         spare: Vec::new(),
         leaving: Arc::new(AtomicBool::new(false)),
     };
@@ -176,21 +180,66 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// The segment the coordinator offered, when it can be used from here: it must be the file
-/// the coordinator made (its nonce), for this network's size. `None`, with the reason logged,
-/// when it cannot: the chunks then travel over gRPC.
-fn open_segment(offer: &v1::SharedMemory, n_params: usize) -> Option<Arc<Segment>> {
-    let region = n_params * 4;
-    if offer.region_bytes != region as u64 {
-        tracing::warn!(
-            "the offered shared memory has {}-byte regions, the network needs {region}; \
-             chunks go over gRPC",
-            offer.region_bytes
-        );
-        return None;
+/// The shared memory of a session (see `ecg_shared::shm`).
+struct Shared {
+    /// This worker's upload segment.
+    upload: Arc<Segment>,
+    /// The coordinator's parameter segment, mapped read-only.
+    parameters: Segment,
+    /// The step of the last upload through the upload segment: the coordinator reads it there
+    /// until that step commits, so another upload to the same step sends its chunks in their
+    /// messages.
+    uploaded_step: Option<u64>,
+}
+
+impl Shared {
+    /// Whether an upload to `step` may go through the upload segment; if so, the segment is
+    /// taken for that step.
+    fn take_for(&mut self, step: u64) -> bool {
+        if self.uploaded_step == Some(step) {
+            return false;
+        }
+        self.uploaded_step = Some(step);
+        true
     }
-    match Segment::open(std::path::Path::new(&offer.path), offer.nonce, region) {
-        Ok(seg) => Some(Arc::new(seg)),
+}
+
+/// The segments the coordinator offered, when they can be used from here: they must be the
+/// files the coordinator made (their nonces), for this network's size. `None`, with the reason
+/// logged, when they cannot: the chunks then travel over gRPC.
+fn open_shared(
+    upload: Option<v1::SharedMemory>,
+    parameters: Option<v1::SharedMemory>,
+    n_params: usize,
+) -> Option<Shared> {
+    let region = n_params * 4;
+    let open = |offer: &v1::SharedMemory, access: Access, claim: bool| {
+        if offer.region_bytes != region as u64 {
+            return Err(format!(
+                "the offered shared memory has {}-byte regions, the network needs {region}",
+                offer.region_bytes
+            ));
+        }
+        let path = std::path::Path::new(&offer.path);
+        let regions = offer.regions as usize;
+        if claim {
+            Segment::claim(path, offer.nonce, region, regions, access)
+        } else {
+            Segment::open(path, offer.nonce, region, regions, access)
+        }
+        .map_err(|e| e.to_string())
+    };
+    let (upload, parameters) = (upload?, parameters?);
+    // The upload segment is this worker's (its path is removed once mapped); the parameter
+    // segment is opened through the coordinator's descriptor, as every worker does.
+    let opened = open(&upload, Access::ReadWrite, true)
+        .and_then(|u| open(&parameters, Access::ReadOnly, false).map(|p| (u, p)));
+    match opened {
+        Ok((upload, parameters)) => Some(Shared {
+            upload: Arc::new(upload),
+            parameters,
+            uploaded_step: None,
+        }),
         Err(e) => {
             tracing::info!("shared memory not usable from here ({e}); chunks go over gRPC");
             None
@@ -222,9 +271,9 @@ struct Worker {
     chunk_bytes: usize,
     /// Whether the current session registered (so a later failure is a new outage).
     joined: bool,
-    /// The shared-memory segment of the current session, when the coordinator offered one
-    /// and it is usable from here (see `ecg_shared::shm`).
-    segment: Option<Arc<Segment>>,
+    /// The shared memory of the current session, when the coordinator offered it and it is
+    /// usable from here.
+    shared: Option<Shared>,
     /// The buffer of the last state downloaded, for the next download to fill.
     spare: Vec<f32>,
     /// Set just before this worker leaves the run: the coordinator then forgets it, and the
@@ -250,7 +299,7 @@ impl Worker {
         let mut unreachable_since: Option<Instant> = None;
         loop {
             self.joined = false;
-            self.segment = None;
+            self.shared = None;
             self.leaving = Arc::new(AtomicBool::new(false));
             match self.session().await {
                 Ok(SessionEnd::Done) => return Ok(()),
@@ -334,13 +383,15 @@ impl Worker {
             .lock()
             .map_err(|_| Error::Protocol("the computation panicked".into()))?
             .n_params();
-        self.segment = reg
-            .shared_memory
-            .and_then(|offer| open_segment(&offer, n_params));
+        self.shared = if self.args.no_shared_memory {
+            None
+        } else {
+            open_shared(reg.shared_memory, reg.parameters, n_params)
+        };
         println!(
             "worker {id}: joined run {run_id} at {}{}",
             self.addr,
-            if self.segment.is_some() {
+            if self.shared.is_some() {
                 ", chunks through shared memory"
             } else {
                 ""
@@ -571,4 +622,30 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_upload_segment_serves_one_upload_a_step() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (upload, _) = Segment::create(dir.path(), 64, 1).expect("upload");
+        let (parameters, _) = Segment::create(dir.path(), 64, 2).expect("parameters");
+        let mut shared = Shared {
+            upload: Arc::new(upload),
+            parameters,
+            uploaded_step: None,
+        };
+        assert!(shared.take_for(3), "the first upload of step 3");
+        assert!(
+            !shared.take_for(3),
+            "a second upload of step 3 (the first may not be summed yet) goes over gRPC"
+        );
+        assert!(
+            shared.take_for(4),
+            "step 4 begins once step 3 has committed"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! a repeated request gets the same units, a leaving worker's units go back to the queue,
 //! stale or foreign uploads are refused, and predictions must match their task.
 use super::*;
+use ecg_proto::NO_VERSION;
 
 fn unit(i: u32, n: usize) -> v1::WorkUnit {
     v1::WorkUnit {
@@ -60,22 +61,28 @@ fn units_are_shared_resent_and_returned_when_a_worker_leaves() {
         4,
         16,
     ));
-    let ua = core.assign(a).expect("work for a");
+    let ua = core.assign(a, NO_VERSION).expect("work for a");
     assert_eq!(ua.version, 7);
     assert_eq!(train_units(&ua), vec![0, 1]);
     assert_eq!(
-        train_units(&core.assign(a).expect("again")),
+        train_units(&core.assign(a, NO_VERSION).expect("again")),
         vec![0, 1],
         "a repeated request gets the same units"
     );
     assert_eq!(
-        train_units(&core.assign(b).expect("work for b")),
+        train_units(&core.assign(b, NO_VERSION).expect("work for b")),
         vec![2, 3]
     );
     let c = core.register("c".into(), "cpu".into());
-    assert!(core.assign(c).is_none(), "nothing left for a third worker");
+    assert!(
+        core.assign(c, NO_VERSION).is_none(),
+        "nothing left for a third worker"
+    );
     assert_eq!(core.remove(b), 2);
-    assert_eq!(train_units(&core.assign(c).expect("b's units")), vec![2, 3]);
+    assert_eq!(
+        train_units(&core.assign(c, NO_VERSION).expect("b's units")),
+        vec![2, 3]
+    );
     assert!(!core.members.contains_key(&b));
 }
 
@@ -94,8 +101,8 @@ fn uploads_are_checked_against_step_and_assignment() {
         4,
         16,
     ));
-    core.assign(a);
-    core.assign(b);
+    core.assign(a, NO_VERSION);
+    core.assign(b, NO_VERSION);
     assert_eq!(
         core.check_upload(a, 2, &[0]),
         Err(Refusal::StaleStep { got: 2, current: 3 })
@@ -136,7 +143,7 @@ fn predictions_must_match_their_task_and_silent_workers_are_dropped() {
         1,
         vec![vec![5, 6], vec![7]],
     ));
-    let t0 = match core.assign(a).and_then(|x| x.kind) {
+    let t0 = match core.assign(a, NO_VERSION).and_then(|x| x.kind) {
         Some(Kind::Predict(p)) => p,
         other => panic!("expected a prediction task, got {other:?}"),
     };
@@ -155,11 +162,11 @@ fn predictions_must_match_their_task_and_silent_workers_are_dropped() {
     );
     core.accept_predictions(a, 0, &[5, 6], vec![40.0, 41.0])
         .expect("its own task");
-    core.assign(a).expect("the second task");
+    core.assign(a, NO_VERSION).expect("the second task");
     assert!(core.drop_silent(Duration::from_secs(3600)).is_empty());
     assert_eq!(core.drop_silent(Duration::ZERO), vec![a]);
     let b = core.register("b".into(), "cpu".into());
-    match core.assign(b).and_then(|x| x.kind) {
+    match core.assign(b, NO_VERSION).and_then(|x| x.kind) {
         Some(Kind::Predict(p)) => {
             assert_eq!(p.task, 1, "the dropped worker's task is handed out again")
         }
@@ -168,7 +175,7 @@ fn predictions_must_match_their_task_and_silent_workers_are_dropped() {
     core.phase = Phase::Finished;
     assert!(!core.all_told());
     assert!(matches!(
-        core.assign(b).and_then(|x| x.kind),
+        core.assign(b, NO_VERSION).and_then(|x| x.kind),
         Some(Kind::Finished(_))
     ));
     assert!(core.all_told());
@@ -189,8 +196,14 @@ fn a_straggler_past_the_deadline_loses_its_units_to_another_worker() {
         4,
         16,
     ));
-    assert_eq!(train_units(&core.assign(a).unwrap()), vec![0, 1]);
-    assert_eq!(train_units(&core.assign(b).unwrap()), vec![2, 3]);
+    assert_eq!(
+        train_units(&core.assign(a, NO_VERSION).unwrap()),
+        vec![0, 1]
+    );
+    assert_eq!(
+        train_units(&core.assign(b, NO_VERSION).unwrap()),
+        vec![2, 3]
+    );
     assert!(
         core.revoke_late(Duration::from_secs(3600)).is_empty(),
         "nobody is late yet"
@@ -199,7 +212,7 @@ fn a_straggler_past_the_deadline_loses_its_units_to_another_worker() {
     // With a zero deadline, a (still holding 0 and 1) is late; b can take over.
     assert_eq!(core.revoke_late(Duration::ZERO), vec![(a, 2)]);
     assert!(
-        core.assign(a).is_none(),
+        core.assign(a, NO_VERSION).is_none(),
         "a straggler gets no more units of the step"
     );
     assert_eq!(
@@ -207,7 +220,10 @@ fn a_straggler_past_the_deadline_loses_its_units_to_another_worker() {
         Err(Refusal::NotAssigned { step: 5, unit: 0 }),
         "its late upload is refused"
     );
-    assert_eq!(train_units(&core.assign(b).unwrap()), vec![0, 1]);
+    assert_eq!(
+        train_units(&core.assign(b, NO_VERSION).unwrap()),
+        vec![0, 1]
+    );
     core.accept(5, contribution(b, &[0, 1], 2)).unwrap();
     let s = core.step.as_ref().unwrap();
     assert!(s.complete());
@@ -227,7 +243,7 @@ fn a_lone_straggler_keeps_its_units_and_the_automatic_deadline_follows_latency()
         Some(Duration::from_secs(2))
     );
     core.step = Some(StepWork::new(0, 0, vec![unit(0, 2)], 1, 4, 16));
-    assert_eq!(train_units(&core.assign(a).unwrap()), vec![0]);
+    assert_eq!(train_units(&core.assign(a, NO_VERSION).unwrap()), vec![0]);
     assert!(
         core.revoke_late(Duration::ZERO).is_empty(),
         "nobody else could take the units"
@@ -240,4 +256,105 @@ fn a_lone_straggler_keeps_its_units_and_the_automatic_deadline_follows_latency()
         d < Duration::from_secs(60),
         "ten times a latency measured in microseconds: {d:?}"
     );
+}
+
+#[test]
+fn an_upload_refused_after_it_was_accepted_gives_its_units_back() {
+    let mut core = Core::new(snapshot(4));
+    let a = core.register("a".into(), "cpu".into());
+    core.step = Some(StepWork::new(
+        0,
+        4,
+        (0..2).map(|i| unit(i, 2)).collect(),
+        1,
+        4,
+        16,
+    ));
+    assert_eq!(
+        train_units(&core.assign(a, NO_VERSION).expect("work")),
+        vec![0, 1]
+    );
+    let s = core.step.as_mut().unwrap();
+    let serial = s.reduction.begin(0, a, 2);
+    s.reduction
+        .push(
+            0,
+            serial,
+            0,
+            crate::reduce::Piece::Bytes(vec![0u8; 16].into()),
+        )
+        .expect("chunk");
+    core.accept(4, contribution(a, &[0, 1], 2))
+        .expect("accepted");
+    let s = core.step.as_mut().unwrap();
+    assert!(s.complete());
+    assert_eq!(s.reject(0), Some(a));
+    assert!(!s.complete(), "its units are to be done again");
+    assert!(s.contributions.is_empty());
+    assert_eq!(s.reject(0), None, "once");
+    assert_eq!(
+        train_units(&core.assign(a, NO_VERSION).expect("again")),
+        vec![0, 1]
+    );
+}
+
+#[test]
+fn a_worker_that_downloads_over_grpc_waits_for_a_version_made_with_bytes() {
+    let mut core = Core::new(snapshot(5));
+    let (shm, grpc) = (
+        core.register("a".into(), "cpu".into()),
+        core.register("b".into(), "cpu".into()),
+    );
+    core.members.get_mut(&shm).unwrap().needs_bytes = false;
+    // Version 5 was made for the parameter segment only.
+    core.snapshot = Arc::new(Snapshot {
+        chunks: vec![(
+            0,
+            crate::snapshot::ParamChunk {
+                len: 4,
+                data: None,
+                shared_sum: Some(1),
+            },
+        )],
+        version: 5,
+        n_params: 1,
+        bn_running: Vec::new(),
+        bn_tracked: Vec::new(),
+    });
+    core.step = Some(StepWork::new(
+        0,
+        5,
+        (0..2).map(|i| unit(i, 2)).collect(),
+        2,
+        4,
+        16,
+    ));
+    assert!(
+        core.assign(grpc, NO_VERSION).is_none(),
+        "it could not fetch version 5"
+    );
+    assert!(core.assign(grpc, 4).is_none());
+    assert_eq!(
+        train_units(&core.assign(grpc, 5).expect("it holds version 5")),
+        vec![0]
+    );
+    assert_eq!(
+        train_units(
+            &core
+                .assign(shm, NO_VERSION)
+                .expect("it reads shared memory")
+        ),
+        vec![1]
+    );
+    // With the bytes made, anyone can fetch it.
+    core.step = Some(StepWork::new(
+        0,
+        5,
+        (0..2).map(|i| unit(i, 2)).collect(),
+        2,
+        4,
+        16,
+    ));
+    core.snapshot = snapshot(5);
+    assert!(core.assign(grpc, NO_VERSION).is_some());
 }

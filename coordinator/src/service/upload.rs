@@ -1,10 +1,9 @@
 //! A gradient upload under way: its place in the step's reduction, and the check of its
 //! values.
-use bytes::Bytes;
-
 use crate::core::{Core, StepWork, WorkerId};
 use crate::error::Refusal;
 use crate::hub::Hub;
+use crate::reduce::Piece;
 
 /// The step in progress, when it is step `step`.
 fn step_of(core: &mut Core, step: u64) -> Result<&mut StepWork, Refusal> {
@@ -52,7 +51,7 @@ impl<'a> Upload<'a> {
 
     /// Adds the next chunk; refused when misplaced, or when the worker was dropped from the
     /// step meanwhile. True when a chunk is now ready to reduce.
-    pub(super) fn push(&self, offset: u64, data: Bytes) -> Result<bool, Refusal> {
+    pub(super) fn push(&self, offset: u64, data: Piece) -> Result<bool, Refusal> {
         let mut core = self.hub.lock();
         core.touch(self.worker)?;
         let s = step_of(&mut core, self.step)?;

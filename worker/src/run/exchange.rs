@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ecg_proto::v1;
-use ecg_shared::shm::{Region, Segment};
+use ecg_shared::shm::Segment;
 use ecg_shared::wire::{F32Assembler, f32_chunks};
 use tonic::Status;
 
@@ -29,7 +29,7 @@ impl Worker {
                 run_id: run_id.to_string(),
                 worker_id: id,
                 version,
-                shared_memory: self.segment.is_some(),
+                shared_memory: self.shared.is_some(),
             })
             .await
             .map_err(Some)?
@@ -50,12 +50,15 @@ impl Worker {
             if c.shared_len == 0 {
                 asm.push(c.offset, &c.data).map_err(|_| None)?;
             } else {
-                // Through shared memory: only a worker offered a segment asks for that.
-                let seg = self.segment.as_ref().ok_or(None)?;
+                // Through shared memory: only a worker given the parameter segment asks for
+                // that. A chunk rewritten meanwhile (for a newer version) is a reason to ask
+                // NextWork again.
+                let seg = &self.shared.as_ref().ok_or(None)?.parameters;
+                let region = c.shared_region as usize;
                 asm.push_with(c.offset, c.shared_len as usize, |to| {
-                    seg.read(Region::Download, c.offset, to, c.shared_sum)
+                    seg.read(region, c.offset, to, c.shared_sum)
                 })
-                .map_err(|e| Some(Status::data_loss(e.to_string())))?;
+                .map_err(|e| Some(Status::aborted(e.to_string())))?;
             }
             ecg_shared::faults::point("worker.download");
         }
@@ -125,19 +128,35 @@ impl Worker {
                 ..Default::default()
             });
         }
-        // Through shared memory, each chunk is written there as its message leaves.
-        let segment = self.segment.clone();
-        // The fault point between the header and the first data chunk: the upload has begun,
-        // its data has not left.
-        let msgs = msgs.into_iter().enumerate().map(move |(i, m)| {
-            if i == 1 {
-                ecg_shared::faults::point("worker.upload");
-            }
-            match &segment {
-                Some(seg) if !m.data.is_empty() => shared_chunk(seg, m),
-                _ => m,
+        // Through shared memory, each chunk is written there as its message leaves; not when
+        // the coordinator may still read an earlier upload of this step there.
+        let segment = self
+            .shared
+            .as_mut()
+            .and_then(|s| s.take_for(t.step).then(|| Arc::clone(&s.upload)));
+        // The messages are made on a thread of their own (writing a chunk to shared memory
+        // is a copy of up to a MiB) and handed to the call as they are made, so that the
+        // coordinator reduces chunk j while chunk j + 1 is written. (Made by the call's own
+        // stream on this worker's one runtime thread, every chunk was written before the first
+        // frame left.) The fault point lies between the header and the first data chunk: the
+        // upload has begun, its data has not left.
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::task::spawn_blocking(move || {
+            for (i, m) in msgs.into_iter().enumerate() {
+                if i == 1 {
+                    ecg_shared::faults::point("worker.upload");
+                }
+                let m = match &segment {
+                    Some(seg) if !m.data.is_empty() => shared_chunk(seg, m),
+                    _ => m,
+                };
+                if tx.blocking_send(m).is_err() {
+                    // The call ended (failed or abandoned).
+                    return;
+                }
             }
         });
+        let msgs = tokio_stream::wrappers::ReceiverStream::new(rx);
         // The state this step makes is downloaded while the upload goes on: the coordinator
         // sums and applies Adam chunk by chunk as the uploads arrive and streams the new
         // parameters as they are made; they are installed once the step has committed. When
@@ -145,7 +164,7 @@ impl Worker {
         // NextWork says what to do and the state is downloaded then.
         let mut down_client = client.clone();
         let uploading = async move {
-            client.push_gradients(tokio_stream::iter(msgs)).await?;
+            client.push_gradients(msgs).await?;
             ecg_shared::faults::point("worker.uploaded");
             Ok::<_, Status>(upload.elapsed())
         };
@@ -235,7 +254,7 @@ impl Worker {
 /// `m`'s chunk written to the upload region, the message carrying its length and checksum
 /// instead (or `m` as it is, should the chunk not fit the region).
 fn shared_chunk(seg: &Segment, m: v1::GradientUpload) -> v1::GradientUpload {
-    match seg.write(Region::Upload, m.offset, &m.data) {
+    match seg.write(0, m.offset, &m.data) {
         Ok(sum) => v1::GradientUpload {
             header: None,
             offset: m.offset,
