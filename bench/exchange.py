@@ -9,12 +9,16 @@ and every worker downloads them: the whole cycle of a synchronous data-parallel 
 computation. The coordinator reports the median step time over `--steps` steps; the workers'
 step logs give the split into upload, wait (reduction + Adam + the others) and download.
 
-Two transports of ours: `shm`, the default for workers on the coordinator's host (chunks
-through a shared-memory segment, gRPC carrying the messages that name them), and `grpc`
-(`cluster.shared_memory_dir = ""`: every byte inside gRPC messages, as between hosts).
+Two transports of ours: `shm`, the default for workers on the coordinator's host (each
+worker's gradient chunks through its upload segment, the new parameters read from the
+coordinator's parameter segment where Adam writes them, gRPC carrying the messages that name
+the chunks), and `grpc` (`cluster.shared_memory_dir = ""`: every byte inside gRPC messages, as
+between hosts).
 
-Peer: bench/exchange_gloo.py, one all_reduce(SUM) of the same 6,924,705 float32 values between
-N processes (which leaves every process with the summed gradient, but applies no optimizer).
+Peers: bench/exchange_gloo.py, one all_reduce(SUM) of the same 6,924,705 float32 values between
+N processes (which leaves every process with the summed gradient, but applies no optimizer),
+and the same all_reduce followed by torch.optim.Adam's step on every process (what a
+DistributedDataParallel step does with the gradients: our step includes Adam).
 
 Rounds alternate ours and gloo for each N; the table gives medians over rounds.
 usage: bench/exchange.sh  (ROUNDS=3 STEPS=23 PROCS="2 4 8")
@@ -99,12 +103,13 @@ def ours(work: Path, data: Path, n: int, steps: int, shm: bool) -> dict:
     }
 
 
-def gloo(n: int, reps: int) -> float:
+def gloo(n: int, reps: int, adam: bool = False) -> float:
     torch_py = subprocess.run(
         ["bash", str(ROOT / "scripts" / "torch-python.sh")], check=True, capture_output=True, text=True
     ).stdout.strip()
     r = subprocess.run(
-        [torch_py, str(ROOT / "bench" / "exchange_gloo.py"), "--procs", str(n), "--reps", str(reps), "--json"],
+        [torch_py, str(ROOT / "bench" / "exchange_gloo.py"), "--procs", str(n), "--reps", str(reps), "--json"]
+        + (["--adam"] if adam else []),
         check=True,
         capture_output=True,
         text=True,
@@ -129,26 +134,31 @@ def main() -> None:
         results = {}
         for n in args.procs:
             rows = {"shm": [], "grpc": []}
-            peers = []
+            peers, peers_adam = [], []
             for _ in range(args.rounds):
                 rows["shm"].append(ours(work, data, n, args.steps, True))
                 rows["grpc"].append(ours(work, data, n, args.steps, False))
                 peers.append(gloo(n, args.steps - 3))
-            results[n] = (rows, peers)
+                peers_adam.append(gloo(n, args.steps - 3, adam=True))
+            results[n] = (rows, peers, peers_adam)
             for t, r in rows.items():
                 med = {k: statistics.median(x[k] for x in r) for k in r[0]}
-                print(json.dumps({"procs": n, "transport": t, **med, "gloo_ms": statistics.median(peers), "rounds": args.rounds}), file=sys.stderr)
+                print(json.dumps({"procs": n, "transport": t, **med, "gloo_ms": statistics.median(peers),
+                                  "gloo_adam_ms": statistics.median(peers_adam), "rounds": args.rounds}),
+                      file=sys.stderr)
     mb = NUMEL * 4 / 1e6
     print(f"gradient of {NUMEL:,} float32 ({mb:.1f} MB); medians of {args.rounds} rounds")
-    print(f"{'N':>3} {'transport':>9} {'ours step ms':>13} {'(up/wait/down)':>20} {'reduce+Adam':>12} {'gloo ms':>9} {'gloo/ours':>10} {'ours GB/s':>10}")
-    for n, (rows, peers) in results.items():
-        g = statistics.median(peers)
+    print(f"{'N':>3} {'transport':>9} {'ours step ms':>13} {'(up/wait/down)':>20} {'reduce+Adam':>12} "
+          f"{'gloo ms':>9} {'gloo/ours':>10} {'gloo+Adam':>10} {'/ours':>7} {'ours GB/s':>10}")
+    for n, (rows, peers, peers_adam) in results.items():
+        g, ga = statistics.median(peers), statistics.median(peers_adam)
         for t, r in rows.items():
             med = {k: statistics.median(x[k] for x in r) for k in r[0]}
             # Bytes through the coordinator per step: N uploads and N downloads.
             gbps = 2 * n * NUMEL * 4 / (med["step_ms"] / 1e3) / 1e9
             split = f"{med['upload_ms']:.0f}/{med['wait_ms']:.0f}/{med['download_ms']:.0f}"
-            print(f"{n:>3} {t:>9} {med['step_ms']:>13.1f} {split:>20} {med['reduce_ms']:>12.1f} {g:>9.1f} {g / med['step_ms']:>9.2f}x {gbps:>10.2f}")
+            print(f"{n:>3} {t:>9} {med['step_ms']:>13.1f} {split:>20} {med['reduce_ms']:>12.1f} "
+                  f"{g:>9.1f} {g / med['step_ms']:>9.2f}x {ga:>10.1f} {ga / med['step_ms']:>6.2f}x {gbps:>10.2f}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ other processes of that N are stopped.
 usage (TORCH_PYTHON or scripts/torch-python.sh gives the interpreter):
   "$(bash scripts/torch-python.sh)" bench/exchange_gloo.py --procs 2 4 8 --reps 20 [--json]
 options: --procs N... (repeatable), --numel 6924705, --warmup 3, --reps 20, --threads 1,
-         --iface lo, --timeout 300 (seconds, per collective), --json (one object per N)
+         --iface lo, --timeout 300 (seconds, per collective), --json (one object per N),
+         --adam (time torch.optim.Adam's step on every rank after the all_reduce, as a
+         DistributedDataParallel step does)
 """
 import argparse
 import datetime
@@ -73,12 +75,19 @@ def worker(rank, world, port, args, results):
                 f"all_reduce of {world} processes (first: {x[x != want][0].item()})"
             )
 
+        # With --adam, every rank then applies Adam to its replica of the parameters, as a
+        # DistributedDataParallel job does after its gradients are all-reduced.
+        param = torch.nn.Parameter(torch.zeros(args.numel, dtype=torch.float32))
+        opt = torch.optim.Adam([param], lr=1e-3) if args.adam else None
         times = torch.zeros(args.reps, dtype=torch.float64)
         for rep in range(args.warmup + args.reps):
             x.fill_(1.0)
             dist.barrier()
             t0 = time.perf_counter()
             dist.all_reduce(x, op=dist.ReduceOp.SUM)
+            if opt is not None:
+                param.grad = x
+                opt.step()
             dt = time.perf_counter() - t0
             if rep >= args.warmup:
                 times[rep - args.warmup] = dt
@@ -122,6 +131,7 @@ def measure(world, args):
         "bytes": nbytes,
         "reps": args.reps,
         "threads": args.threads,
+        "adam": args.adam,
         "median_ms": median * 1e3,
         "p10_ms": percentile(secs, 10) * 1e3,
         "p90_ms": percentile(secs, 90) * 1e3,
@@ -143,6 +153,8 @@ def parse_args(argv):
     ap.add_argument("--iface", default="lo", help="network interface for gloo (loopback)")
     ap.add_argument("--timeout", type=float, default=300, help="seconds before a collective fails")
     ap.add_argument("--json", action="store_true", help="one JSON object per N on stdout")
+    ap.add_argument("--adam", action="store_true",
+                    help="time the all_reduce and then torch.optim.Adam's step on every rank")
     args = ap.parse_args(argv)
     args.procs = args.procs or [2, 4, 8]
     for name in ("numel", "reps", "threads"):
@@ -158,7 +170,7 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     if not args.json:
-        print(f"gloo all_reduce(SUM), {args.numel} float32 ({args.numel * 4 / 1e6:.1f} MB), "
+        print(f"gloo all_reduce(SUM){' + Adam step' if args.adam else ''}, {args.numel} float32 ({args.numel * 4 / 1e6:.1f} MB), "
               f"loopback, {args.threads} thread(s)/process, {args.warmup} warm-up + "
               f"{args.reps} timed reps; time = slowest rank per rep")
         print(f"{'procs':>5} {'median ms':>10} {'p10 ms':>9} {'p90 ms':>9} "
