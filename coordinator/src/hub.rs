@@ -40,6 +40,9 @@ pub struct Hub {
     changed: Condvar,
     notify: tokio::sync::watch::Sender<u64>,
     stopping: AtomicBool,
+    /// Wakes the uploads held back for being ahead of the others (see
+    /// [`crate::reduce::Reduction::lead`]) whenever an upload receives a chunk.
+    pub uploads_moved: tokio::sync::Notify,
     /// The run's fixed facts.
     pub facts: RunFacts,
 }
@@ -52,6 +55,7 @@ impl Hub {
             changed: Condvar::new(),
             notify: tokio::sync::watch::Sender::new(0),
             stopping: AtomicBool::new(false),
+            uploads_moved: tokio::sync::Notify::new(),
             facts,
         }
     }

@@ -192,6 +192,24 @@ impl Reduction {
             .map(|u| u.chunks.len())
     }
 
+    /// How many chunks the upload `first` numbered `serial` has received beyond the upload
+    /// still in progress that has received fewest (0 for that one; 0 when it is no longer part
+    /// of the step).
+    pub fn lead(&self, first: u32, serial: u64) -> usize {
+        let Some(mine) = self.received(first, serial) else {
+            return 0;
+        };
+        let n = self.n_chunks();
+        let slowest = self
+            .uploads
+            .values()
+            .map(|u| u.chunks.len())
+            .filter(|&c| c < n)
+            .min()
+            .unwrap_or(mine);
+        mine.saturating_sub(slowest)
+    }
+
     /// Marks the upload `first` accepted: it stays when its worker leaves.
     pub fn accept(&mut self, first: u32) {
         if let Some(u) = self.uploads.get_mut(&first) {
@@ -337,7 +355,13 @@ mod tests {
         assert!(r.job().is_none());
         assert!(r.push(0, sa, 0, chunk(&[1.0; 4])).unwrap());
         assert!(r.job().is_none(), "unit 2 has not arrived");
+        assert_eq!(
+            (r.lead(0, sa), r.lead(2, sb)),
+            (1, 0),
+            "A is a chunk ahead of B"
+        );
         assert!(r.push(2, sb, 0, chunk(&[2.0; 4])).unwrap());
+        assert_eq!((r.lead(0, sa), r.lead(2, sb)), (0, 0));
         assert_eq!(r.jobs(2).len(), 1, "chunk 1 has not arrived");
         let job = r.job().expect("chunk 0 ready");
         assert_eq!((job.index, job.at, job.parts.len()), (0, 0, 2));
@@ -373,6 +397,12 @@ mod tests {
         }
         assert_eq!(r.received(2, sc), Some(3));
         assert_eq!(r.received(2, sb), None);
+        assert_eq!(
+            r.lead(0, sa),
+            0,
+            "a complete upload (C's) holds nobody back"
+        );
+        assert_eq!(r.lead(2, sb), 0, "no longer part of the step");
         r.accept(2);
         r.withdraw_worker(c);
         r.withdraw(2, sc);

@@ -25,6 +25,13 @@ use upload::{Upload, first_non_finite};
 /// Longest a NextWork request is held without work.
 const MAX_WAIT: Duration = Duration::from_secs(5);
 
+/// Chunks an upload whose bytes come in its messages may run ahead of the slowest upload of the
+/// step still in progress.
+const MAX_LEAD: usize = 2;
+
+/// Longest an upload is held back at a time for running ahead.
+const PACE_PATIENCE: Duration = Duration::from_millis(200);
+
 /// Longest host, device or build text a worker may register with, in bytes.
 const MAX_LABEL_BYTES: usize = 256;
 
@@ -220,7 +227,11 @@ impl CoordinatorService {
         let has_chunk =
             |m: &v1::GradientUpload| !m.data.is_empty() || m.offset != 0 || m.shared_len != 0;
         let mut next = has_chunk(&first).then_some(first);
+        let mut inline = false;
         loop {
+            if inline {
+                upload.pace(MAX_LEAD, PACE_PATIENCE).await;
+            }
             let msg = match next.take() {
                 Some(msg) => msg,
                 None => match stream.message().await? {
@@ -232,6 +243,7 @@ impl CoordinatorService {
                 },
             };
             let offset = msg.offset;
+            inline = !msg.data.is_empty();
             let piece = self
                 .upload_piece(segment.as_ref(), msg)
                 .map_err(|r| self.refuse(r))?;

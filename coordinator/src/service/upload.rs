@@ -55,13 +55,37 @@ impl<'a> Upload<'a> {
         let mut core = self.hub.lock();
         core.touch(self.worker)?;
         let s = step_of(&mut core, self.step)?;
-        match s.reduction.push(self.key, self.serial, offset, data) {
+        let pushed = s.reduction.push(self.key, self.serial, offset, data);
+        self.hub.uploads_moved.notify_waiters();
+        match pushed {
             Ok(true) => Ok(s.reduction.job().is_some()),
             Ok(false) => Err(Refusal::NotAssigned {
                 step: self.step,
                 unit: self.key,
             }),
             Err(e) => Err(Refusal::BadUpload(e)),
+        }
+    }
+
+    /// Waits while this upload is more than `max_lead` chunks ahead of the slowest upload of
+    /// the step still in progress (at most `patience` at a time). Over links that the uploads
+    /// share, a worker whose upload runs ahead only delays the others', and every chunk is
+    /// reduced, and sent back, only once the slowest upload has it.
+    pub(super) async fn pace(&self, max_lead: usize, patience: std::time::Duration) {
+        loop {
+            let moved = self.hub.uploads_moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            {
+                let mut core = self.hub.lock();
+                match step_of(&mut core, self.step) {
+                    Ok(s) if s.reduction.lead(self.key, self.serial) > max_lead => {}
+                    _ => return,
+                }
+            }
+            if tokio::time::timeout(patience, moved).await.is_err() {
+                return;
+            }
         }
     }
 

@@ -23,7 +23,9 @@
 //! compute plus that all-reduce would have. Prints a table and writes it to
 //! `<dir>/multihost.txt`.
 //!
-//! Usage: `multihost [--dir DIR] [--simulate-ms 50,200,500] [--steps N]`.
+//! Usage: `multihost [--dir DIR] [--simulate-ms 50,200,500] [--steps N] [--links 1,10]
+//! [--workers 1,2,3] [--no-tiny]` (`--links`: caps in Gbit/s; `--workers` must include 1, the
+//! reference of the efficiencies; `--no-tiny` leaves the tiny network out).
 use std::path::{Path, PathBuf};
 
 use ecg_shared::train::audit;
@@ -108,6 +110,23 @@ fn main() {
     let steps: u64 = arg(&args, "--steps")
         .and_then(|s| s.parse().ok())
         .unwrap_or(16);
+    let list = |name: &str, default: &str| -> Vec<u64> {
+        arg(&args, name)
+            .unwrap_or_else(|| default.into())
+            .split(',')
+            .map(|v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("{name}: comma-separated numbers, got {v:?}"))
+            })
+            .collect()
+    };
+    let links = list("--links", "1,10");
+    let worker_counts = list("--workers", "1,2,3");
+    assert!(
+        worker_counts.contains(&1) && worker_counts.iter().all(|&w| (1..=3).contains(&w)),
+        "--workers: 1 to 3 workers, 1 among them (the reference)"
+    );
+    let tiny = !args.iter().any(|a| a == "--no-tiny");
     if dir.exists() {
         std::fs::remove_dir_all(&dir).expect("clear the folder");
     }
@@ -140,11 +159,11 @@ fn main() {
         )
     };
     let mut rows: Vec<Row> = Vec::new();
-    for gbit in [1u64, 10] {
+    for &gbit in &links {
         for k in 1..=4 {
             bench.net.as_ref().unwrap().cap(k - 1, gbit * 1_000_000_000);
         }
-        for workers in 1..=3 {
+        for workers in worker_counts.iter().map(|&w| w as usize) {
             let batch = 16;
             bench.settings = format!(
                 "[model]\nnet_filter_size = [8, 8, 16, 16]\nnet_seq_lengh = [1024, 1024, 256, 16]\n\
@@ -153,17 +172,19 @@ fn main() {
                 cluster(workers, batch)
             );
             let name = format!("tiny-{gbit}g-{workers}");
-            set_steplog(&mut bench, &dir, &name);
-            println!("run {name}");
-            let (step, exams, compute) = run_one(&mut bench, &name, workers);
-            rows.push(Row {
-                part: "tiny".into(),
-                gbit,
-                workers,
-                step_ms: step,
-                compute_ms: compute,
-                exams_per_s: exams / step * 1e3,
-            });
+            if tiny {
+                set_steplog(&mut bench, &dir, &name);
+                println!("run {name}");
+                let (step, exams, compute) = run_one(&mut bench, &name, workers);
+                rows.push(Row {
+                    part: "tiny".into(),
+                    gbit,
+                    workers,
+                    step_ms: step,
+                    compute_ms: compute,
+                    exams_per_s: exams / step * 1e3,
+                });
+            }
             for &ms in &delays {
                 let batch = 8;
                 bench.settings = format!(
@@ -192,7 +213,7 @@ fn main() {
     let mut text = String::from(
         "part | link | workers | step ms | compute ms | exchange ms | exams/s | efficiency | compute / step\n",
     );
-    let gloo = peer_rows(bench.net.as_ref().unwrap());
+    let gloo = peer_rows(bench.net.as_ref().unwrap(), &links, &worker_counts);
     for r in &rows {
         let single = rows
             .iter()
@@ -237,19 +258,19 @@ fn main() {
     std::fs::write(dir.join("multihost.txt"), &text).expect("write the table");
 }
 
-/// The gloo peer (`bench/multihost_gloo.py`) for 2 and 3 worker hosts at 1 and 10 Gbit/s, when
+/// The gloo peer (`bench/multihost_gloo.py`) for the numbers of worker hosts above 1 and the links, when
 /// `TORCH_PYTHON` names a Python with PyTorch: (Gbit/s, hosts, median all_reduce ms).
-fn peer_rows(net: &Net) -> Vec<(u64, usize, f64)> {
+fn peer_rows(net: &Net, links: &[u64], worker_counts: &[u64]) -> Vec<(u64, usize, f64)> {
     let Some(python) = std::env::var_os("TORCH_PYTHON") else {
         return Vec::new();
     };
     let script = ecg_tests::workspace_root().join("bench/multihost_gloo.py");
     let mut rows = Vec::new();
-    for gbit in [1u64, 10] {
+    for &gbit in links {
         for host in 0..4 {
             net.cap(host, gbit * 1_000_000_000);
         }
-        for n in [2usize, 3] {
+        for n in worker_counts.iter().map(|&w| w as usize).filter(|&w| w > 1) {
             let master = format!("{}:{}", net.addrs[1], 29_500 + n);
             let procs: Vec<_> = (0..n)
                 .map(|r| {
