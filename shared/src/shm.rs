@@ -9,11 +9,13 @@
 //! the number of regions) followed by page-aligned regions of the same size:
 //! - a worker's **upload segment** (one region): the worker writes its gradient chunks there;
 //!   the coordinator checks each chunk where it lies (checksum and finiteness, one read) and
-//!   later sums it straight from there, taking the checksum again in the same pass, so that a
-//!   chunk rewritten after its check is refused rather than summed;
+//!   later sums it straight from there. The worker writes the region once a step (it may be
+//!   summed until the step commits); a value found not finite when summed, after its check
+//!   said otherwise, gets its upload refused;
 //! - the **parameter segment** (two regions, one per parity of the state version): the
-//!   coordinator writes the new parameters there as Adam makes them, once for every worker, and
-//!   each worker copies them out and checks the checksum of its copy. A worker maps it read-only.
+//!   coordinator keeps the parameters there ([`F32Regions`]), so Adam writes the new ones in
+//!   place, once for every worker, and each worker copies them out and checks the checksum of
+//!   its copy. A worker maps it read-only.
 //!
 //! The coordinator creates an upload segment with a random nonce and tells the worker its path
 //! and nonce; the worker opens it, checks the nonce (a worker in another mount namespace, or on
@@ -23,18 +25,24 @@
 //! `O_TMPFILE`): workers open it through the coordinator's descriptor under `/proc`
 //! ([`Segment::proc_path`]), so it goes with the coordinator's process.
 //!
-//! The checksums make the scheme safe against every race between honest processes (a stale
-//! writer, a chunk rewritten while read): a chunk whose checksum does not match is refused.
+//! The checksums catch a chunk that is torn or stale where it is checked (a parameter chunk
+//! rewritten for a newer version while a slow worker reads it, an upload chunk never written):
+//! such a chunk is refused.
 #![allow(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::{Error, Result};
+
+mod checksum;
+mod regions;
+
+pub use checksum::{Checksum, checksum};
+pub use regions::F32Regions;
 
 /// Bytes before the first region (one page, so that the regions are page-aligned).
 const HEADER: usize = 4096;
@@ -431,105 +439,6 @@ impl Segment {
     }
 }
 
-/// The write access to a segment's regions, as f32 values, taken once: from then on the
-/// segment's own writes are refused, so the slices lent here are written by nothing else in
-/// this process (other processes map such a segment read-only).
-pub struct F32Regions {
-    seg: Arc<Segment>,
-    /// Values in each region.
-    n: usize,
-}
-
-impl std::fmt::Debug for F32Regions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("F32Regions")
-            .field("segment", &self.seg)
-            .field("n", &self.n)
-            .finish()
-    }
-}
-
-impl F32Regions {
-    /// Takes the write access to `seg`, whose regions then hold `n` values each.
-    pub fn take(seg: Arc<Segment>, n: usize) -> Result<Self> {
-        if !seg.writable || n * 4 > seg.region {
-            return Err(Error::Training(format!(
-                "{}: not a writable segment with room for {n} values a region",
-                seg.path.display()
-            )));
-        }
-        if seg.taken.swap(true, Ordering::AcqRel) {
-            return Err(Error::Training(format!(
-                "{}: its write access was taken already",
-                seg.path.display()
-            )));
-        }
-        Ok(F32Regions { seg, n })
-    }
-
-    /// The segment (to give others the means to open it).
-    pub fn segment(&self) -> &Segment {
-        &self.seg
-    }
-
-    /// Values in each region.
-    pub fn len(&self) -> usize {
-        self.n
-    }
-
-    /// Whether the regions hold no values.
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-
-    /// The start of region `r` (modulo the number of regions), as f32.
-    fn base(&self, r: usize) -> *mut f32 {
-        let r = r % self.seg.regions;
-        // SAFETY: HEADER + r * padded(region) + n * 4 <= the mapping's length (`take` checked
-        // n * 4 <= region); the offset is a multiple of the page size, so the pointer is
-        // aligned for f32.
-        unsafe {
-            self.seg
-                .map
-                .as_mut_ptr()
-                .add(HEADER + r * padded(self.seg.region))
-                .cast()
-        }
-    }
-
-    /// Region `r` (modulo the number of regions).
-    pub fn region(&self, r: usize) -> &[f32] {
-        // SAFETY: `base` holds `n` aligned f32 of the live mapping (kept by `seg`); it is
-        // written only through `&mut self` (see the type's comment), so not while this borrow
-        // lives.
-        unsafe { std::slice::from_raw_parts(self.base(r), self.n) }
-    }
-
-    /// Region `r` to write.
-    pub fn region_mut(&mut self, r: usize) -> &mut [f32] {
-        // SAFETY: as `region`, and `&mut self` makes this the only borrow.
-        unsafe { std::slice::from_raw_parts_mut(self.base(r), self.n) }
-    }
-
-    /// Region `read` to read and region `write` to write, at once (they must differ).
-    pub fn split(&mut self, read: usize, write: usize) -> Result<(&[f32], &mut [f32])> {
-        let regions = self.seg.regions;
-        if read % regions == write % regions {
-            return Err(Error::Training(format!(
-                "region {read} cannot be read while region {write} is written: the same one"
-            )));
-        }
-        // SAFETY: two distinct regions (checked above) of the live mapping; `&mut self` makes
-        // these the only borrows.
-        Ok(unsafe {
-            (
-                std::slice::from_raw_parts(self.base(read), self.n),
-                std::slice::from_raw_parts_mut(self.base(write), self.n),
-            )
-        })
-    }
-}
-
 /// Bytes handled at a time by the copies that take a checksum: small enough to stay in the
 /// core's first-level cache between the copy and the sums.
 const BLOCK: usize = 16 * 1024;
@@ -588,93 +497,6 @@ fn reserve(file: &File, len: usize) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// A position-sensitive checksum of `data` (Fletcher-style sums of little-endian 64-bit words
-/// in four lanes, then the tail bytes): it tells a chunk from a stale or half-rewritten one,
-/// at memory speed. Not a defence against a malicious writer (the cluster token and the
-/// segments' owner-only mode are).
-pub fn checksum(data: &[u8]) -> u64 {
-    let mut sum = Checksum::new();
-    sum.update(data);
-    sum.finish()
-}
-
-/// The [`checksum`] of bytes fed in pieces, in order.
-#[derive(Debug, Clone, Default)]
-pub struct Checksum {
-    a: [u64; 4],
-    b: [u64; 4],
-    len: u64,
-    /// Bytes of an incomplete 32-byte word.
-    pending: [u8; 32],
-    n_pending: usize,
-}
-
-impl Checksum {
-    /// The checksum of nothing yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Feeds `data`.
-    pub fn update(&mut self, mut data: &[u8]) {
-        self.len += data.len() as u64;
-        if self.n_pending > 0 {
-            let take = (32 - self.n_pending).min(data.len());
-            self.pending[self.n_pending..self.n_pending + take].copy_from_slice(&data[..take]);
-            self.n_pending += take;
-            data = &data[take..];
-            if self.n_pending < 32 {
-                return;
-            }
-            let pending = self.pending;
-            self.words(&pending);
-            self.n_pending = 0;
-        }
-        let whole = data.len() / 32 * 32;
-        self.words(&data[..whole]);
-        let tail = &data[whole..];
-        self.pending[..tail.len()].copy_from_slice(tail);
-        self.n_pending = tail.len();
-    }
-
-    /// Feeds `values` as little-endian bytes.
-    pub fn update_f32(&mut self, values: &[f32]) {
-        self.update(bytemuck::cast_slice(values));
-    }
-
-    /// Feeds `data`, a whole number of 32-byte words.
-    fn words(&mut self, data: &[u8]) {
-        let (mut a, mut b) = (self.a, self.b);
-        for word in data.chunks_exact(32) {
-            // One unaligned load of four words (byte by byte, the sums ran 3x slower).
-            let w: [u64; 4] = bytemuck::pod_read_unaligned(word);
-            for l in 0..4 {
-                let w = u64::from_le(w[l]);
-                a[l] = a[l].wrapping_add(w);
-                b[l] = b[l].wrapping_add(a[l]);
-            }
-        }
-        (self.a, self.b) = (a, b);
-    }
-
-    /// The checksum of everything fed.
-    pub fn finish(&self) -> u64 {
-        let mut h = self.len;
-        for l in 0..4 {
-            h = h
-                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-                .wrapping_add(self.a[l]);
-            h = h
-                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-                .wrapping_add(self.b[l]);
-        }
-        for &t in &self.pending[..self.n_pending] {
-            h = h.wrapping_mul(0x100_0000_01b3).wrapping_add(u64::from(t));
-        }
-        h
-    }
 }
 
 #[cfg(test)]

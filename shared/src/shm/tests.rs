@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use super::*;
 
 fn f32_le(values: &[f32]) -> Vec<u8> {
