@@ -14,9 +14,9 @@ use std::sync::Arc;
 pub mod chunk;
 
 use bytes::Bytes;
+use ecg_shared::shm::Segment;
 
 use crate::core::WorkerId;
-use crate::segments::WorkerSegment;
 use crate::snapshot::ParamChunk;
 
 /// One chunk of an upload's gradient (little-endian f32).
@@ -29,7 +29,7 @@ pub enum Piece {
     /// checksum again.
     Shared {
         /// The worker's segment.
-        segment: Arc<WorkerSegment>,
+        segment: Arc<Segment>,
         /// Byte offset in its upload region.
         offset: u64,
         /// Bytes.

@@ -26,16 +26,10 @@ pub struct Segments {
     dir: Option<PathBuf>,
     /// Bytes in each region: the parameter vector's.
     region: usize,
-    by_worker: Mutex<HashMap<WorkerId, Arc<WorkerSegment>>>,
+    /// Each worker's upload segment (one region).
+    by_worker: Mutex<HashMap<WorkerId, Arc<Segment>>>,
     /// The parameter segment and its nonce.
     parameters: Option<(Arc<Segment>, u64)>,
-}
-
-/// A worker's upload segment.
-#[derive(Debug)]
-pub struct WorkerSegment {
-    /// The upload segment (one region).
-    pub segment: Segment,
 }
 
 impl Segments {
@@ -59,7 +53,7 @@ impl Segments {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<WorkerId, Arc<WorkerSegment>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<WorkerId, Arc<Segment>>> {
         self.by_worker.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -94,8 +88,7 @@ impl Segments {
                 };
                 let upload = offer(seg.path(), nonce, 1);
                 let params = offer(&params_path, *parameters_nonce, PARAMETER_REGIONS);
-                self.lock()
-                    .insert(w, Arc::new(WorkerSegment { segment: seg }));
+                self.lock().insert(w, Arc::new(seg));
                 Some((upload, params))
             }
             Err(e) => {
@@ -106,7 +99,7 @@ impl Segments {
     }
 
     /// The upload segment of `w`, if it was offered one.
-    pub fn get(&self, w: WorkerId) -> Option<Arc<WorkerSegment>> {
+    pub fn get(&self, w: WorkerId) -> Option<Arc<Segment>> {
         self.lock().get(&w).cloned()
     }
 
@@ -198,9 +191,7 @@ mod tests {
         let sum = up.write(0, 0, &[1; 8]).expect("write upload");
         let s = segs.get(WorkerId(2)).expect("offered");
         assert_eq!(
-            s.segment
-                .check_f32(0, 0, 8, sum)
-                .expect("seen by the coordinator"),
+            s.check_f32(0, 0, 8, sum).expect("seen by the coordinator"),
             None
         );
 

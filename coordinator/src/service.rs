@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use ecg_proto::v1::{self, coordinator_server::Coordinator, work_assignment::Kind};
 use ecg_proto::{BEST_VERSION, PROTOCOL_VERSION};
 use ecg_shared::model::batchnorm::BnBatchStats;
+use ecg_shared::shm::Segment;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::core::{Contribution, UnitOutcome, WorkerId};
 use crate::error::{Refusal, shown};
 use crate::hub::Hub;
 use crate::reduce::Piece;
-use crate::segments::WorkerSegment;
 
 mod download;
 mod upload;
@@ -143,7 +143,7 @@ impl CoordinatorService {
     /// checked where it lies (checksum and finiteness). Refused when malformed or not finite.
     fn upload_piece(
         &self,
-        segment: Option<&Arc<WorkerSegment>>,
+        segment: Option<&Arc<Segment>>,
         msg: v1::GradientUpload,
     ) -> Result<Piece, Refusal> {
         let non_finite = |i: usize, v: f32| {
@@ -175,10 +175,7 @@ impl CoordinatorService {
                 self.hub.facts.info.chunk_bytes
             ));
         }
-        match segment
-            .segment
-            .check_f32(0, msg.offset, len, msg.shared_sum)
-        {
+        match segment.check_f32(0, msg.offset, len, msg.shared_sum) {
             Err(e) => return bad(e.to_string()),
             Ok(Some((i, v))) => return non_finite(i, v),
             Ok(None) => {}

@@ -69,7 +69,8 @@ pub struct Segment {
     path: PathBuf,
     /// Whether the path is ours to remove when dropped (the creator's, until it is removed).
     remove_on_drop: bool,
-    /// The open file of a segment without a name, kept to give it names.
+    /// The open file of a segment without a name, through whose descriptor other processes
+    /// open it ([`Segment::proc_path`]).
     unnamed: Option<File>,
     /// Whether its writes were handed to an [`F32Regions`].
     taken: AtomicBool,
@@ -127,7 +128,7 @@ impl Segment {
                 .open(&path)
                 .map_err(|e| io(&path, e))?
         };
-        match Self::init(file, path.clone(), region, regions, None) {
+        match Self::init(file, path.clone(), region, regions, false) {
             Ok((mut seg, nonce)) => {
                 seg.remove_on_drop = true;
                 Ok((seg, nonce))
@@ -139,8 +140,8 @@ impl Segment {
         }
     }
 
-    /// Creates a segment without a name in `dir` (it has names only once given them with
-    /// [`Segment::link`]); otherwise as [`Segment::create`]. Linux only.
+    /// Creates a segment without a name in `dir` (an `O_TMPFILE`, opened by others through
+    /// [`Segment::proc_path`]); otherwise as [`Segment::create`]. Linux only.
     pub fn create_unnamed(dir: &Path, region: usize, regions: usize) -> Result<(Segment, u64)> {
         #[cfg(target_os = "linux")]
         {
@@ -152,8 +153,7 @@ impl Segment {
                 .mode(0o600)
                 .open(dir)
                 .map_err(|e| io(dir, e))?;
-            let keep = file.try_clone().map_err(|e| io(dir, e))?;
-            Self::init(file, dir.to_path_buf(), region, regions, Some(keep))
+            Self::init(file, dir.to_path_buf(), region, regions, true)
         }
         #[cfg(not(target_os = "linux"))]
         {
@@ -173,7 +173,7 @@ impl Segment {
         path: PathBuf,
         region: usize,
         regions: usize,
-        unnamed: Option<File>,
+        keep_file: bool,
     ) -> Result<(Segment, u64)> {
         let nonce: u64 = rand::random();
         reserve(&file, file_len(region, regions)).map_err(|e| io(&path, e))?;
@@ -185,7 +185,7 @@ impl Segment {
             writable: true,
             path,
             remove_on_drop: false,
-            unnamed,
+            unnamed: keep_file.then_some(file),
             taken: AtomicBool::new(false),
         };
         let mut header = [0u8; HEADER_USED];
@@ -297,11 +297,6 @@ impl Segment {
         self.region
     }
 
-    /// Number of regions.
-    pub fn regions(&self) -> usize {
-        self.regions
-    }
-
     /// The start of `len` bytes at `offset` in region `r`, or an error when they do not fit
     /// (or when `write` is asked of a read-only mapping).
     fn at(&self, r: usize, offset: u64, len: usize, write: bool) -> Result<*mut u8> {
@@ -336,14 +331,8 @@ impl Segment {
     /// Writes `data` at `offset` of region `r`; returns its [`checksum`] (taken block by block
     /// from `data` as it is copied).
     pub fn write(&self, r: usize, offset: u64, data: &[u8]) -> Result<u64> {
-        let mut sum = Checksum::new();
-        self.write_summed(r, offset, data, &mut sum)?;
-        Ok(sum.finish())
-    }
-
-    /// Writes `data` at `offset` of region `r`, feeding it to `sum`.
-    fn write_summed(&self, r: usize, offset: u64, data: &[u8], sum: &mut Checksum) -> Result<()> {
         let to = self.at(r, offset, data.len(), true)?;
+        let mut sum = Checksum::new();
         for (i, block) in data.chunks(BLOCK).enumerate() {
             sum.update(block);
             // SAFETY: `to` has room for `data` (checked by `at`), of which `block` is the
@@ -353,32 +342,25 @@ impl Segment {
                 std::ptr::copy_nonoverlapping(block.as_ptr(), to.add(i * BLOCK), block.len());
             }
         }
-        Ok(())
+        Ok(sum.finish())
     }
 
     /// Copies `out.len()` bytes at `offset` of region `r` into `out` and checks that their
     /// checksum is `sum` (the writer's): an error when the chunk changed while read, or was
-    /// never written.
+    /// never written. The checksum is taken of the copy (not of the shared memory, which may
+    /// change meanwhile), block by block while it is in the core's cache.
     pub fn read(&self, r: usize, offset: u64, out: &mut [u8], sum: u64) -> Result<()> {
-        let mut got = Checksum::new();
-        self.read_summed(r, offset, out, &mut got)?;
-        check(got.finish(), sum, offset, out.len())
-    }
-
-    /// Copies `out.len()` bytes at `offset` of region `r` into `out`, feeding the copy (not the
-    /// shared memory, which may change meanwhile) to `sum`, block by block while it is in the
-    /// core's cache.
-    fn read_summed(&self, r: usize, offset: u64, out: &mut [u8], sum: &mut Checksum) -> Result<()> {
         let from = self.at(r, offset, out.len(), false)?;
+        let mut got = Checksum::new();
         for (i, block) in out.chunks_mut(BLOCK).enumerate() {
             // SAFETY: `from` holds `out.len()` bytes (checked by `at`), of which this block is
-            // the piece at i * BLOCK; see `write_summed`.
+            // the piece at i * BLOCK; see `write`.
             unsafe {
                 std::ptr::copy_nonoverlapping(from.add(i * BLOCK), block.as_mut_ptr(), block.len());
             }
-            sum.update(block);
+            got.update(block);
         }
-        Ok(())
+        check(got.finish(), sum, offset, out.len())
     }
 
     /// Checks the `len` bytes (little-endian f32) at `offset` of region `r` where they lie:
@@ -421,21 +403,9 @@ impl Segment {
     pub fn copy_f32(&self, r: usize, offset: u64, out: &mut [f32]) -> Result<()> {
         let out: &mut [u8] = bytemuck::cast_slice_mut(out);
         let from = self.at(r, offset, out.len(), false)?;
-        // SAFETY: `from` holds `out.len()` bytes (checked by `at`); see `write_summed`.
+        // SAFETY: `from` holds `out.len()` bytes (checked by `at`); see `write`.
         unsafe { std::ptr::copy_nonoverlapping(from, out.as_mut_ptr(), out.len()) };
         Ok(())
-    }
-
-    /// Writes `values` (as little-endian f32) at `offset` of region `r`, feeding their bytes to
-    /// `sum`.
-    pub fn write_f32(
-        &self,
-        r: usize,
-        offset: u64,
-        values: &[f32],
-        sum: &mut Checksum,
-    ) -> Result<()> {
-        self.write_summed(r, offset, bytemuck::cast_slice(values), sum)
     }
 }
 

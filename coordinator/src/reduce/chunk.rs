@@ -77,10 +77,10 @@ impl ChunkReducer<'_> {
                     } => {
                         let offset = offset + bytes.start as u64;
                         if i == 0 {
-                            segment.segment.copy_f32(0, offset, grad)?;
+                            segment.copy_f32(0, offset, grad)?;
                         } else {
                             let part = &mut scratch[..grad.len()];
-                            segment.segment.copy_f32(0, offset, part)?;
+                            segment.copy_f32(0, offset, part)?;
                             for (g, v) in grad.iter_mut().zip(part.iter()) {
                                 *g += *v;
                             }
@@ -126,9 +126,7 @@ impl ChunkReducer<'_> {
             } = piece
             {
                 let mut v = [0f32];
-                segment
-                    .segment
-                    .copy_f32(0, offset + (i * 4) as u64, &mut v)?;
+                segment.copy_f32(0, offset + (i * 4) as u64, &mut v)?;
                 if !v[0].is_finite() {
                     return Ok(ChunkOutcome::Rewritten {
                         key: *key,

@@ -33,11 +33,6 @@ impl F32Regions {
         Ok(F32Regions { seg, n })
     }
 
-    /// The segment (to give others the means to open it).
-    pub fn segment(&self) -> &Segment {
-        &self.seg
-    }
-
     /// Values in each region.
     pub fn len(&self) -> usize {
         self.n

@@ -5,7 +5,6 @@ use ecg_shared::shm::{Segment, checksum};
 use ecg_shared::train::adam::{Adam, AdamConfig};
 
 use super::*;
-use crate::segments::WorkerSegment;
 
 /// Values in the test's chunk: more than a block, and not a whole number of blocks.
 const N: usize = 10_000;
@@ -37,7 +36,7 @@ fn shared(dir: &std::path::Path, values: &[f32]) -> Piece {
         "finite"
     );
     Piece::Shared {
-        segment: Arc::new(WorkerSegment { segment }),
+        segment: Arc::new(segment),
         offset: 0,
         len: N * 4,
         sum,
@@ -128,10 +127,7 @@ fn a_piece_turned_non_finite_after_its_check_refuses_its_upload_and_an_overflow_
     // The worker writes to its region after the check: a NaN at value 9000.
     let mut rewritten = b.clone();
     rewritten[9000] = f32::NAN;
-    segment
-        .segment
-        .write(0, 0, &le(&rewritten))
-        .expect("rewrite");
+    segment.write(0, 0, &le(&rewritten)).expect("rewrite");
     let (outcome, _) = reduce(vec![(0, Piece::Bytes(le(&a))), (3, piece)], true, true);
     match outcome {
         Ok(ChunkOutcome::Rewritten { key, why }) => {
