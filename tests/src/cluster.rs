@@ -3,6 +3,7 @@
 //! `<out>/coordinator.addr`), worker processes started against it, and bounded waits for
 //! both. Nothing sleeps: every wait blocks on an event (a line of output, the process's exit)
 //! and fails the test past its bound.
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -339,4 +340,27 @@ pub fn run_cluster(cfg: &Path, out: &Path, workers: &[Vec<String>]) -> String {
         w.wait_ok();
     }
     text
+}
+
+/// The parameters a worker wrote with `--dump-states DIR` (`DIR/v<version>.f32`, little-endian
+/// f32), by version.
+pub fn dumped_states(dir: &Path) -> BTreeMap<u64, Vec<f32>> {
+    std::fs::read_dir(dir)
+        .expect("the worker's --dump-states folder")
+        .map(|e| e.expect("a dumped state").path())
+        .map(|p| {
+            let v = p
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .expect("a v<version> name")[1..]
+                .parse()
+                .expect("a version");
+            let values = std::fs::read(&p)
+                .expect("a dumped state")
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (v, values)
+        })
+        .collect()
 }

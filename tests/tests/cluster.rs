@@ -12,8 +12,8 @@ use ecg_proto::v1;
 use ecg_shared::model::state::TensorData;
 use ecg_shared::train::resume::load_train_state;
 use ecg_tests::cluster::{
-    MICRO, cluster_section, http_get, run_cluster, run_config, start_coordinator, start_worker,
-    synth_cohort,
+    MICRO, cluster_section, dumped_states, http_get, run_cluster, run_config, start_coordinator,
+    start_worker, synth_cohort,
 };
 use ecg_tests::{cmd, run_ok};
 
@@ -48,28 +48,6 @@ fn trained(logs: &[PathBuf]) -> BTreeMap<u64, Vec<i64>> {
         ids.sort_unstable();
     }
     by_epoch
-}
-
-fn read_f32(path: &Path) -> Vec<f32> {
-    std::fs::read(path)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
-}
-
-/// version -> parameters dumped by a worker.
-fn states(dir: &Path) -> BTreeMap<u64, Vec<f32>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .map(|p| {
-            let v = p.file_stem().unwrap().to_str().unwrap()[1..]
-                .parse()
-                .unwrap();
-            (v, read_f32(&p))
-        })
-        .collect()
 }
 
 #[test]
@@ -165,11 +143,11 @@ fn two_workers_take_the_steps_of_one_with_twice_the_batch_and_agree_bit_for_bit(
         .unwrap_or_else(|| panic!("no download figures in:\n{text}"));
 
     let (a, b, one, grpc0, grpc1) = (
-        states(&out2.join("states0")),
-        states(&out2.join("states1")),
-        states(&out1.join("states0")),
-        states(&out_grpc.join("states0")),
-        states(&out_grpc.join("states1")),
+        dumped_states(&out2.join("states0")),
+        dumped_states(&out2.join("states1")),
+        dumped_states(&out1.join("states0")),
+        dumped_states(&out_grpc.join("states0")),
+        dumped_states(&out_grpc.join("states1")),
     );
     let steps = train_ids(&out1).len().div_ceil(8) as u64 * 2;
     assert!(
@@ -194,8 +172,8 @@ fn two_workers_take_the_steps_of_one_with_twice_the_batch_and_agree_bit_for_bit(
     }
     assert!(common >= 2, "only {common} versions held by both workers");
     let (mixed0, mixed1) = (
-        states(&out_mixed.join("states0")),
-        states(&out_mixed.join("states1")),
+        dumped_states(&out_mixed.join("states0")),
+        dumped_states(&out_mixed.join("states1")),
     );
     assert!(
         !mixed1.is_empty(),
